@@ -11,6 +11,9 @@
 #include "attnkit/core/softmax.hpp"
 #include "attnkit/core/types.hpp"
 
+#include "attnkit/attention/flash.hpp"
+#include "attnkit/attention/kv_cache.hpp"
+#include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/attention/reference.hpp"
 

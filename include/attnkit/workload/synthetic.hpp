@@ -339,7 +339,8 @@ Workload<Scalar> make_llm_like_workload(const WorkloadShape& shape, std::uint64_
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const Index probe = std::min<Index>(n_q, 256);
   RowMatrix<double> probe_q(probe, d);
-  for (Index t = 0; t < probe; ++t) probe_q.row(t) = q.row(t * n_q / probe);
+  for (Index t = 0; t < probe; ++t)
+    probe_q.row(t) = q.row(t * n_q / probe);
   RowMatrix<double> v = rng.normal_matrix(n_k, shape.d_v);
   if (n_k >= 3) {
     const RowMatrix<double> logits = scale * probe_q * k.bottomRows(n_k - 1).transpose();
@@ -377,7 +378,8 @@ Workload<Scalar> make_llm_like_workload(const WorkloadShape& shape, std::uint64_
         return (1.0 / (1.0 + (-z).exp())).mean();
       };
       double lo = 0, hi = 1;
-      while (mean_mass(hi) < options.sink_mass && hi < 1e6) hi *= 2;
+      while (mean_mass(hi) < options.sink_mass && hi < 1e6)
+        hi *= 2;
       for (int it = 0; it < 60; ++it) {
         const double mid = 0.5 * (lo + hi);
         (mean_mass(mid) < options.sink_mass ? lo : hi) = mid;

@@ -1,0 +1,488 @@
+#pragma once
+
+/// \file attnkit/attention/detail/flash_kernel.hpp
+/// The fused, tiled, online-softmax attention kernel behind
+/// attnkit/attention/flash.hpp. Internal: no argument checks here.
+///
+/// Formulation ("keys x queries"): for a block of Bq queries the kernel keeps
+///   Q^T  (d x Bq)    the block's queries, transposed and scaled by scale*log2(e),
+///   m, l (Bq)        running maximum (base-2 logits) and running sum,
+///   O^T  (d_v x Bq)  running, unnormalised output, transposed,
+/// and for each tile of Bk keys computes
+///   S^T = K_tile Q^T            (Bk x Bq)   micro-kernel A
+///   m'  = max(m, column max of S^T);  a = 2^(m - m');  P^T = 2^(S^T - m')
+///   l   = a l + column sum of P^T
+///   O^T = a O^T + V_tile^T P^T  (d_v x Bq)  micro-kernel B (rescale fused).
+/// Queries run along SIMD lanes, so the softmax statistics are plain
+/// vertical packet operations: no horizontal reduction anywhere. Both
+/// micro-kernels keep an (MR rows) x (NR packets) accumulator tile in
+/// registers and broadcast one operand from memory: the same structure as a
+/// GEMM micro-kernel. Everything is written against Eigen::internal packets,
+/// so the instruction set is whatever the including translation unit is
+/// compiled for (AVX-512, AVX2, SSE, NEON or scalar).
+///
+/// Masks: every attnkit mask is a per-row prefix [0, e(i)) with e
+/// non-decreasing in i. Tiles every row of the block sees fully run unmasked;
+/// tiles beyond the last row's prefix are skipped; only tiles crossing the
+/// boundary are masked, lane by lane, and their P V product skips masked
+/// lanes explicitly so a NaN in a value row a query does not see cannot
+/// reach it (0 * NaN would).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "attnkit/attention/detail/packet_exp.hpp"
+#include "attnkit/core/mask.hpp"
+#include "attnkit/core/types.hpp"
+
+namespace attnkit::detail {
+
+/// Packet type and register-tile shape for Scalar under the current ISA.
+template <typename Scalar>
+struct FlashPacket {
+  using Packet = typename ei::packet_traits<Scalar>::type;
+  static constexpr int size = ei::unpacket_traits<Packet>::size;
+#ifdef EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS
+  static constexpr int registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
+#else
+  static constexpr int registers = 16;
+#endif
+  /// Query packets per micro-tile.
+  static constexpr int nr = registers >= 32 ? 4 : 2;
+  /// Rows (keys in A, value columns in B) per micro-tile: mr * nr accumulators.
+  static constexpr int mr = registers >= 32 ? 6 : 5;
+};
+
+/// Row-major views of the inputs and the bound problem.
+template <typename Scalar>
+struct FlashInputs {
+  const Scalar* q;
+  Index ldq;
+  const Scalar* k;
+  Index ldk;
+  const Scalar* v;
+  Index ldv;
+  Index n_q, n_k, d, d_v;
+  /// scale * log2(e): logits are kept in base 2 so exp becomes exp2.
+  Scalar logit_scale;
+  MaskLayout mask;
+};
+
+/// Per-thread scratch, sized once per call and reused for every block.
+template <typename Scalar>
+struct FlashWorkspace {
+  using Buffer = std::vector<Scalar, Eigen::aligned_allocator<Scalar>>;
+  Buffer qt, st, ot, m, l, alpha, lane;
+  std::vector<Index> first_lane;
+
+  void reserve(Index d, Index d_v, Index block_q, Index block_k) {
+    constexpr int P = FlashPacket<Scalar>::size;
+    const Index bq = (block_q + P - 1) / P * P;
+    qt.resize(static_cast<std::size_t>(d * bq));
+    st.resize(static_cast<std::size_t>(block_k * bq));
+    ot.resize(static_cast<std::size_t>(d_v * bq));
+    m.resize(static_cast<std::size_t>(bq));
+    l.resize(static_cast<std::size_t>(bq));
+    alpha.resize(static_cast<std::size_t>(bq));
+    lane.resize(static_cast<std::size_t>(bq));
+    for (Index i = 0; i < bq; ++i)
+      lane[static_cast<std::size_t>(i)] = static_cast<Scalar>(i);
+    first_lane.resize(static_cast<std::size_t>(block_k));
+    // The decode kernel (rows <= bq / 2) uses st as rows x block_k scores
+    // (block_k is a multiple of P, see flash_run), qt as rows x d queries and
+    // ot as two rows x d_v accumulators: all fit the sizes above.
+  }
+};
+
+/// Calls f(std::integral_constant<int, R>{}) for R = r in [1, MaxR].
+template <int MaxR, typename F>
+EIGEN_STRONG_INLINE void dispatch_rows(int r, F&& f) {
+  if constexpr (MaxR >= 1) {
+    if (r == MaxR) return f(std::integral_constant<int, MaxR>{});
+    dispatch_rows<MaxR - 1>(r, std::forward<F>(f));
+  }
+}
+
+/// Micro-kernel A: st[r][p] = sum_c k[r][c] * qt[c][p] for R keys and C query
+/// packets. k rows have stride ldk; qt and st rows have stride ld (= Bq).
+template <int R, int C, typename Scalar>
+EIGEN_STRONG_INLINE void qk_micro(const Scalar* k, Index ldk, const Scalar* qt, Index ld, Index d,
+                                  Scalar* st) {
+  using Packet = typename FlashPacket<Scalar>::Packet;
+  constexpr int P = FlashPacket<Scalar>::size;
+  Packet acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < C; ++p)
+      acc[r][p] = ei::pset1<Packet>(Scalar(0));
+  for (Index c = 0; c < d; ++c) {
+    Packet qv[C];
+    for (int p = 0; p < C; ++p)
+      qv[p] = ei::pload<Packet>(qt + c * ld + p * P);
+    for (int r = 0; r < R; ++r) {
+      const Packet kb = ei::pset1<Packet>(k[r * ldk + c]);
+      for (int p = 0; p < C; ++p)
+        acc[r][p] = ei::pmadd(kb, qv[p], acc[r][p]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < C; ++p)
+      ei::pstore(st + r * ld + p * P, acc[r][p]);
+}
+
+/// Micro-kernel B: ot[r][p] = alpha[p] * ot[r][p] + sum_j v[j][r] * pt[j][p]
+/// for R value columns and C query packets over nk keys. The tile's sum is
+/// accumulated on its own and added to the rescaled ot once (blocked
+/// summation: rounding grows with the tile length plus the number of tiles,
+/// not with n_k). With Masked, key j only reaches lanes >= first_lane[j].
+template <int R, int C, bool Masked, typename Scalar>
+EIGEN_STRONG_INLINE void pv_micro(const Scalar* v, Index ldv, const Scalar* pt, Index ld, Index nk,
+                                  Scalar* ot, const Scalar* alpha, const Scalar* lane,
+                                  const Index* first_lane) {
+  using Packet = typename FlashPacket<Scalar>::Packet;
+  constexpr int P = FlashPacket<Scalar>::size;
+  Packet acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < C; ++p)
+      acc[r][p] = ei::pset1<Packet>(Scalar(0));
+  for (Index j = 0; j < nk; ++j) {
+    Packet pv[C];
+    for (int p = 0; p < C; ++p)
+      pv[p] = ei::pload<Packet>(pt + j * ld + p * P);
+    if constexpr (Masked) {
+      const Packet first = ei::pset1<Packet>(static_cast<Scalar>(first_lane[j]));
+      Packet keep[C];
+      for (int p = 0; p < C; ++p)
+        keep[p] = ei::pcmp_le(first, ei::pload<Packet>(lane + p * P));
+      for (int r = 0; r < R; ++r) {
+        const Packet vb = ei::pset1<Packet>(v[j * ldv + r]);
+        for (int p = 0; p < C; ++p)
+          acc[r][p] = ei::pselect(keep[p], ei::pmadd(vb, pv[p], acc[r][p]), acc[r][p]);
+      }
+    } else {
+      for (int r = 0; r < R; ++r) {
+        const Packet vb = ei::pset1<Packet>(v[j * ldv + r]);
+        for (int p = 0; p < C; ++p)
+          acc[r][p] = ei::pmadd(vb, pv[p], acc[r][p]);
+      }
+    }
+  }
+  for (int p = 0; p < C; ++p) {
+    const Packet a = ei::pload<Packet>(alpha + p * P);
+    for (int r = 0; r < R; ++r)
+      ei::pstore(ot + r * ld + p * P, ei::pmadd(a, ei::pload<Packet>(ot + r * ld + p * P), acc[r][p]));
+  }
+}
+
+/// Attention of query rows [i0, i1) over keys [ka, kb) (intersected with each
+/// row's mask prefix), tile by tile. Writes the normalised output rows to
+/// out (row stride ldo) and their natural-log lse; a row that sees no key in
+/// the range gets a zero row and lse = -inf. Requires i1 - i0 <= block_q and
+/// a workspace reserved for (d, d_v, block_q, block_k).
+template <typename Scalar>
+void flash_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, Index kb, Index block_k,
+                 FlashWorkspace<Scalar>& ws, Scalar* out, Index ldo, Scalar* lse) {
+  using FP = FlashPacket<Scalar>;
+  using Packet = typename FP::Packet;
+  constexpr int P = FP::size, MR = FP::mr, NR = FP::nr;
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const Index rows = i1 - i0;
+  const Index npk = (rows + P - 1) / P;  // query packets
+  const Index bq = npk * P;              // padded block width: stride of qt, st, ot
+  const Index d = in.d, d_v = in.d_v;
+  Scalar* qt = ws.qt.data();
+  Scalar* st = ws.st.data();
+  Scalar* ot = ws.ot.data();
+  Scalar* m = ws.m.data();
+  Scalar* l = ws.l.data();
+  Scalar* alpha = ws.alpha.data();
+
+  // Q^T, scaled into base-2 logits; padded lanes are zero.
+  for (Index i = 0; i < bq; ++i) {
+    if (i < rows) {
+      const Scalar* qrow = in.q + (i0 + i) * in.ldq;
+      for (Index c = 0; c < d; ++c)
+        qt[c * bq + i] = qrow[c] * in.logit_scale;
+    } else {
+      for (Index c = 0; c < d; ++c)
+        qt[c * bq + i] = Scalar(0);
+    }
+    m[i] = -inf;
+    l[i] = Scalar(0);
+  }
+  std::fill(ot, ot + d_v * bq, Scalar(0));
+
+  // Keys every row of the block sees: [ka, full); the last row sees up to hi.
+  const Index hi = std::min(kb, in.mask.key_end(i1 - 1));
+  const Index full = std::clamp(in.mask.key_end(i0), ka, std::max(ka, hi));
+  for (Index j0 = ka; j0 < hi; j0 += block_k) {
+    const Index j1 = std::min(j0 + block_k, hi);
+    const Index nk = j1 - j0;
+    const bool crossing = j1 > full;
+
+    // S^T = K_tile Q^T.
+    for (Index jr = 0; jr < nk; jr += MR) {
+      const int r = static_cast<int>(std::min<Index>(MR, nk - jr));
+      for (Index pq = 0; pq < npk; pq += NR) {
+        const int c = static_cast<int>(std::min<Index>(NR, npk - pq));
+        const Scalar* krow = in.k + (j0 + jr) * in.ldk;
+        Scalar* srow = st + jr * bq + pq * P;
+        const Scalar* qcol = qt + pq * P;
+        dispatch_rows<MR>(r, [&](auto R) {
+          dispatch_rows<NR>(c, [&](auto C) {
+            qk_micro<decltype(R)::value, decltype(C)::value>(krow, in.ldk, qcol, bq, d, srow);
+          });
+        });
+      }
+    }
+
+    // Mask the keys not every row sees: key j reaches lanes >= first_lane[j].
+    if (crossing) {
+      Index lane0 = 0;
+      for (Index j = j0; j < j1; ++j) {
+        while (lane0 < rows && in.mask.key_end(i0 + lane0) <= j)
+          ++lane0;
+        ws.first_lane[static_cast<std::size_t>(j - j0)] = lane0;
+        Scalar* srow = st + (j - j0) * bq;
+        for (Index i = 0; i < lane0; ++i)
+          srow[i] = -inf;
+      }
+    }
+
+    // Online softmax, vertically over the tile's keys.
+    const Packet neg_inf = ei::pset1<Packet>(-inf);
+    const Packet one = ei::pset1<Packet>(Scalar(1));
+    for (Index p = 0; p < npk; ++p) {
+      Packet tile_max = neg_inf;
+      for (Index j = 0; j < nk; ++j)
+        tile_max = ei::pmax(tile_max, ei::pload<Packet>(st + j * bq + p * P));
+      const Packet m_old = ei::pload<Packet>(m + p * P);
+      const Packet m_new = ei::pmax(m_old, tile_max);
+      const Packet a =
+          ei::pselect(ei::pcmp_eq(m_old, m_new), one, exp2_nonpositive<Scalar>(ei::psub(m_old, m_new)));
+      // A lane that has seen no finite logit yet keeps m = -inf: subtract 0
+      // instead, so its (all -inf) logits give 0 rather than NaN.
+      const Packet m_sub = ei::pselect(ei::pcmp_eq(m_new, neg_inf), ei::pzero(m_new), m_new);
+      Packet sum0 = ei::pzero(m_new), sum1 = ei::pzero(m_new);
+      Index j = 0;
+      for (; j + 1 < nk; j += 2) {
+        Scalar* s0 = st + j * bq + p * P;
+        Scalar* s1 = s0 + bq;
+        const Packet e0 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s0), m_sub));
+        const Packet e1 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s1), m_sub));
+        ei::pstore(s0, e0);
+        ei::pstore(s1, e1);
+        sum0 = ei::padd(sum0, e0);
+        sum1 = ei::padd(sum1, e1);
+      }
+      if (j < nk) {
+        Scalar* s0 = st + j * bq + p * P;
+        const Packet e0 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s0), m_sub));
+        ei::pstore(s0, e0);
+        sum0 = ei::padd(sum0, e0);
+      }
+      ei::pstore(l + p * P, ei::pmadd(ei::pload<Packet>(l + p * P), a, ei::padd(sum0, sum1)));
+      ei::pstore(m + p * P, m_new);
+      ei::pstore(alpha + p * P, a);
+    }
+
+    // O^T = a O^T + V_tile^T P^T.
+    const Scalar* vtile = in.v + j0 * in.ldv;
+    for (Index cr = 0; cr < d_v; cr += MR) {
+      const int r = static_cast<int>(std::min<Index>(MR, d_v - cr));
+      for (Index pq = 0; pq < npk; pq += NR) {
+        const int c = static_cast<int>(std::min<Index>(NR, npk - pq));
+        const Scalar* pcol = st + pq * P;
+        Scalar* ocol = ot + cr * bq + pq * P;
+        const Scalar* acol = alpha + pq * P;
+        const Scalar* lcol = ws.lane.data() + pq * P;
+        dispatch_rows<MR>(r, [&](auto R) {
+          dispatch_rows<NR>(c, [&](auto C) {
+            if (crossing)
+              pv_micro<decltype(R)::value, decltype(C)::value, true>(vtile + cr, in.ldv, pcol, bq, nk, ocol,
+                                                                     acol, lcol, ws.first_lane.data());
+            else
+              pv_micro<decltype(R)::value, decltype(C)::value, false>(vtile + cr, in.ldv, pcol, bq, nk, ocol,
+                                                                      acol, lcol, nullptr);
+          });
+        });
+      }
+    }
+  }
+
+  // Normalise, transpose back, natural-log lse.
+  constexpr Scalar ln2 = Scalar(0.693147180559945309417232121458176568L);
+  for (Index i = 0; i < rows; ++i) {
+    Scalar* orow = out + i * ldo;
+    const Scalar li = l[i];
+    if (li == Scalar(0)) {
+      std::fill(orow, orow + d_v, Scalar(0));
+      lse[i] = -inf;
+      continue;
+    }
+    const Scalar inv = Scalar(1) / li;
+    for (Index c = 0; c < d_v; ++c)
+      orow[c] = ot[c * bq + i] * inv;
+    lse[i] = (m[i] + std::log2(li)) * ln2;
+  }
+}
+
+/// Largest number of query rows the decode kernel takes; more rows go to the
+/// transposed kernel, whose SIMD lanes are then mostly busy.
+template <typename Scalar>
+constexpr Index decode_max_rows() {
+  return FlashPacket<Scalar>::size >= 8 ? FlashPacket<Scalar>::size / 2 : 0;
+}
+
+/// Dot product of two length-d rows with packets (two accumulators) and a
+/// scalar tail.
+template <typename Scalar>
+EIGEN_STRONG_INLINE Scalar packet_dot(const Scalar* a, const Scalar* b, Index d) {
+  using Packet = typename FlashPacket<Scalar>::Packet;
+  constexpr int P = FlashPacket<Scalar>::size;
+  Packet acc0 = ei::pset1<Packet>(Scalar(0)), acc1 = acc0;
+  Index c = 0;
+  for (; c + 2 * P <= d; c += 2 * P) {
+    acc0 = ei::pmadd(ei::ploadu<Packet>(a + c), ei::ploadu<Packet>(b + c), acc0);
+    acc1 = ei::pmadd(ei::ploadu<Packet>(a + c + P), ei::ploadu<Packet>(b + c + P), acc1);
+  }
+  if (c + P <= d) {
+    acc0 = ei::pmadd(ei::ploadu<Packet>(a + c), ei::ploadu<Packet>(b + c), acc0);
+    c += P;
+  }
+  Scalar sum = ei::predux(ei::padd(acc0, acc1));
+  for (; c < d; ++c)
+    sum += a[c] * b[c];
+  return sum;
+}
+
+/// Decode kernel: the same contract as flash_block for a few query rows
+/// (rows <= decode_max_rows) against many keys. Keys run along the SIMD lanes:
+/// each key row is read once and dotted with every query that sees it, the
+/// softmax runs over packets of keys, and P V accumulates four keys at a time
+/// into an L1-resident output. Memory traffic: K and V once.
+template <typename Scalar>
+void decode_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, Index kb, Index block_k,
+                  FlashWorkspace<Scalar>& ws, Scalar* out, Index ldo, Scalar* lse) {
+  using FP = FlashPacket<Scalar>;
+  using Packet = typename FP::Packet;
+  constexpr int P = FP::size;
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const Index rows = i1 - i0, d = in.d, d_v = in.d_v;
+  const Index ldk = (block_k + P - 1) / P * P;  // padded score row
+  Scalar* qs = ws.qt.data();                    // rows x d, scaled queries
+  Scalar* s = ws.st.data();                     // rows x ldk scores / probabilities
+  Scalar* o = ws.ot.data();                     // rows x d_v accumulators
+  Scalar* ot = o + rows * d_v;                  // rows x d_v: this tile's P V
+  Scalar* m = ws.m.data();
+  Scalar* l = ws.l.data();
+  Scalar* alpha = ws.alpha.data();
+  Index end[FlashPacket<Scalar>::size] = {};
+  for (Index i = 0; i < rows; ++i) {
+    for (Index c = 0; c < d; ++c)
+      qs[i * d + c] = in.q[(i0 + i) * in.ldq + c] * in.logit_scale;
+    m[i] = -inf;
+    l[i] = Scalar(0);
+    end[i] = std::min(kb, in.mask.key_end(i0 + i));
+  }
+  std::fill(o, o + rows * d_v, Scalar(0));
+  const Index hi = end[rows - 1];  // the last row sees the most keys
+
+  for (Index j0 = ka; j0 < hi; j0 += block_k) {
+    const Index j1 = std::min(j0 + block_k, hi);
+    const Index nk = j1 - j0;
+    // Scores; keys a row does not see are -inf (never computed).
+    for (Index i = 0; i < rows; ++i)
+      std::fill(s + i * ldk, s + (i + 1) * ldk, -inf);
+    for (Index j = j0; j < j1; ++j) {
+      const Scalar* krow = in.k + j * in.ldk;
+      for (Index i = 0; i < rows; ++i)
+        if (j < end[i]) s[i * ldk + (j - j0)] = packet_dot(qs + i * d, krow, d);
+    }
+    // Online softmax along the keys of each row.
+    for (Index i = 0; i < rows; ++i) {
+      Scalar* srow = s + i * ldk;
+      Packet pmx = ei::pset1<Packet>(-inf);
+      for (Index j = 0; j < ldk; j += P)
+        pmx = ei::pmax(pmx, ei::pload<Packet>(srow + j));
+      Scalar tile_max = ei::predux_max(pmx);
+      for (Index j = 0; j < nk; ++j)  // predux_max may drop a NaN: let the row see it
+        if (srow[j] != srow[j]) tile_max = srow[j];
+      const Scalar m_new = std::max(m[i], tile_max);
+      if (m_new == -inf) continue;  // nothing seen yet
+      const Scalar a = m[i] == m_new ? Scalar(1) : std::exp2(m[i] - m_new);
+      const Packet msub = ei::pset1<Packet>(m_new);
+      Packet sum = ei::pset1<Packet>(Scalar(0));
+      for (Index j = 0; j < ldk; j += P) {
+        const Packet e = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(srow + j), msub));
+        ei::pstore(srow + j, e);
+        sum = ei::padd(sum, e);
+      }
+      l[i] = l[i] * a + ei::predux(sum);
+      m[i] = m_new;
+      alpha[i] = a;
+    }
+    // O = a O + P V: the tile's P V on its own (four keys at a time), then
+    // added to the rescaled accumulator (blocked summation).
+    for (Index i = 0; i < rows; ++i) {
+      if (m[i] == -inf) continue;
+      const Scalar* prow = s + i * ldk;
+      Scalar* orow = ot + i * d_v;
+      std::fill(orow, orow + d_v, Scalar(0));
+      const Index nki = std::min(nk, std::max<Index>(0, end[i] - j0));
+      Index j = 0;
+      for (; j + 4 <= nki; j += 4) {
+        const Scalar* v0 = in.v + (j0 + j) * in.ldv;
+        const Scalar* v1 = v0 + in.ldv;
+        const Scalar* v2 = v1 + in.ldv;
+        const Scalar* v3 = v2 + in.ldv;
+        const Packet p0 = ei::pset1<Packet>(prow[j]), p1 = ei::pset1<Packet>(prow[j + 1]);
+        const Packet p2 = ei::pset1<Packet>(prow[j + 2]), p3 = ei::pset1<Packet>(prow[j + 3]);
+        Index c = 0;
+        for (; c + P <= d_v; c += P) {
+          Packet acc = ei::ploadu<Packet>(orow + c);
+          acc = ei::pmadd(p0, ei::ploadu<Packet>(v0 + c), acc);
+          acc = ei::pmadd(p1, ei::ploadu<Packet>(v1 + c), acc);
+          acc = ei::pmadd(p2, ei::ploadu<Packet>(v2 + c), acc);
+          acc = ei::pmadd(p3, ei::ploadu<Packet>(v3 + c), acc);
+          ei::pstoreu(orow + c, acc);
+        }
+        for (; c < d_v; ++c)
+          orow[c] += prow[j] * v0[c] + prow[j + 1] * v1[c] + prow[j + 2] * v2[c] + prow[j + 3] * v3[c];
+      }
+      for (; j < nki; ++j) {
+        const Scalar* vr = in.v + (j0 + j) * in.ldv;
+        const Packet pj = ei::pset1<Packet>(prow[j]);
+        Index c = 0;
+        for (; c + P <= d_v; c += P)
+          ei::pstoreu(orow + c, ei::pmadd(pj, ei::ploadu<Packet>(vr + c), ei::ploadu<Packet>(orow + c)));
+        for (; c < d_v; ++c)
+          orow[c] += prow[j] * vr[c];
+      }
+      Scalar* acc = o + i * d_v;
+      for (Index c = 0; c < d_v; ++c)
+        acc[c] = alpha[i] * acc[c] + orow[c];
+    }
+  }
+
+  constexpr Scalar ln2 = Scalar(0.693147180559945309417232121458176568L);
+  for (Index i = 0; i < rows; ++i) {
+    Scalar* orow = out + i * ldo;
+    if (l[i] == Scalar(0)) {
+      std::fill(orow, orow + d_v, Scalar(0));
+      lse[i] = -inf;
+      continue;
+    }
+    const Scalar inv = Scalar(1) / l[i];
+    for (Index c = 0; c < d_v; ++c)
+      orow[c] = o[i * d_v + c] * inv;
+    lse[i] = (m[i] + std::log2(l[i])) * ln2;
+  }
+}
+
+}  // namespace attnkit::detail

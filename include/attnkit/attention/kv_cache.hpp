@@ -1,0 +1,123 @@
+#pragma once
+
+/// \file attnkit/attention/kv_cache.hpp
+/// A key/value cache for autoregressive decoding: appends keys and values row
+/// by row and answers attention queries over everything appended so far,
+/// exactly as reference_attention would over the same K and V (through
+/// flash_attention, so decode queries split the keys across threads).
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "attnkit/attention/flash.hpp"
+#include "attnkit/detail/check.hpp"
+
+namespace attnkit {
+
+/// Growable row-major K (size x d) and V (size x d_v) storage.
+///
+/// Appending n rows costs O(n (d + d_v)) amortised: the capacity doubles when
+/// it runs out, so a sequence of single-token appends reallocates only
+/// O(log size) times (never once per token). Views returned by keys() and
+/// values() are invalidated by the next append, reserve or clear.
+/// Not thread-safe for concurrent appends; concurrent const queries are safe.
+template <typename Scalar>
+class KVCache {
+  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
+                "KVCache supports float and double");
+
+ public:
+  using ConstView = Eigen::Map<const RowMatrix<Scalar>>;
+
+  /// An empty cache for keys of width d and values of width d_v.
+  /// \throws std::invalid_argument if d or d_v is not positive or
+  ///         initial_capacity is negative.
+  KVCache(Index d, Index d_v, Index initial_capacity = 256) : d_(d), d_v_(d_v) {
+    if (d <= 0 || d_v <= 0) detail::fail("KVCache: d = ", d, " and d_v = ", d_v, " must be positive");
+    if (initial_capacity < 0) detail::fail("KVCache: initial_capacity = ", initial_capacity, " must be >= 0");
+    reserve(initial_capacity);
+  }
+
+  Index size() const { return size_; }
+  Index capacity() const { return capacity_; }
+  Index d() const { return d_; }
+  Index d_v() const { return d_v_; }
+  /// How many times the storage has been reallocated (growth events).
+  Index reallocations() const { return reallocations_; }
+  /// Bytes held by the storage (capacity, not size).
+  std::size_t bytes() const { return (keys_.capacity() + values_.capacity()) * sizeof(Scalar); }
+
+  /// Makes room for at least `rows` tokens without reallocation.
+  void reserve(Index rows) {
+    if (rows <= capacity_) return;
+    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> k(static_cast<std::size_t>(rows * d_));
+    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> v(static_cast<std::size_t>(rows * d_v_));
+    if (size_ > 0) {
+      std::copy(keys_.begin(), keys_.begin() + size_ * d_, k.begin());
+      std::copy(values_.begin(), values_.begin() + size_ * d_v_, v.begin());
+      ++reallocations_;
+    }
+    keys_.swap(k);
+    values_.swap(v);
+    capacity_ = rows;
+  }
+
+  /// Appends rows of keys (n x d) and values (n x d_v).
+  /// \throws std::invalid_argument (and appends nothing) if the widths are
+  ///         wrong or the row counts differ.
+  template <typename DK, typename DV>
+  void append(const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v) {
+    static_assert(std::is_same_v<typename DK::Scalar, Scalar> && std::is_same_v<typename DV::Scalar, Scalar>,
+                  "KVCache::append: keys and values must have the cache's Scalar type");
+    if (k.cols() != d_ || v.cols() != d_v_ || k.rows() != v.rows())
+      detail::fail("KVCache::append: keys ", detail::shape(k), " and values ", detail::shape(v),
+                   " must be (n x d) and (n x d_v) with d = ", d_, ", d_v = ", d_v_);
+    const Index n = k.rows();
+    if (size_ + n > capacity_) reserve(std::max(2 * capacity_, size_ + n));
+    Eigen::Map<RowMatrix<Scalar>>(keys_.data() + size_ * d_, n, d_) = k;
+    Eigen::Map<RowMatrix<Scalar>>(values_.data() + size_ * d_v_, n, d_v_) = v;
+    size_ += n;
+  }
+
+  /// Forgets every token; keeps the capacity.
+  void clear() { size_ = 0; }
+
+  /// The cached keys (size x d) and values (size x d_v).
+  ConstView keys() const { return ConstView(keys_.data(), size_, d_); }
+  ConstView values() const { return ConstView(values_.data(), size_, d_v_); }
+
+  /// Attention of queries q (n_q x d) over the cache, written into out
+  /// (n_q x d_v) and lse (n_q). With a causal mask and the default offset the
+  /// queries are the newest n_q tokens (append their keys first); with
+  /// strict causal and offset = size() they are the next tokens, not yet
+  /// appended.
+  /// \throws std::invalid_argument if the cache is empty or as flash_attention_into.
+  template <typename DQ>
+  void attend_into(const Eigen::MatrixBase<DQ>& q, Eigen::Ref<RowMatrix<Scalar>> out,
+                   Eigen::Ref<Vector<Scalar>> lse, const AttentionOptions& options = {},
+                   const FlashConfig& config = {}) const {
+    if (size_ == 0) detail::fail("KVCache::attend: the cache is empty (no key to attend to)");
+    flash_attention_into(q, keys(), values(), out, lse, options, config);
+  }
+
+  /// As attend_into, returning the result.
+  template <typename DQ>
+  AttentionResult<Scalar> attend(const Eigen::MatrixBase<DQ>& q, const AttentionOptions& options = {},
+                                 const FlashConfig& config = {}) const {
+    AttentionResult<Scalar> r{RowMatrix<Scalar>(q.rows(), d_v_), Vector<Scalar>(q.rows())};
+    attend_into(q, r.output, r.lse, options, config);
+    return r;
+  }
+
+ private:
+  Index d_, d_v_;
+  Index size_ = 0;
+  Index capacity_ = 0;
+  Index reallocations_ = 0;
+  std::vector<Scalar, Eigen::aligned_allocator<Scalar>> keys_, values_;
+};
+
+}  // namespace attnkit

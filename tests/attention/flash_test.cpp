@@ -1,0 +1,515 @@
+// Tests of attnkit/attention/flash.hpp, merge.hpp and kv_cache.hpp against
+// the reference (attnkit/attention/reference.hpp, computed in a wider type).
+//
+// Built twice: flash_test with the portable flags of the test suite (SSE2:
+// 4-lane float packets, 16-register tiles) and flash_native_test with
+// -march=native (AVX-512 here: 16-lane packets, 32-register tiles), both with
+// OpenMP when available, so every instruction-set path the benchmarks use is
+// tested.
+//
+// Error bound (derived in error_bound below). For query row i let
+//   a_i = scale * max_j sum_c |q_ic k_jc|   (absolute logit scale),
+//   L   = B_k + n_k / B_k + 4               (longest rounding chain of the
+//                                            blocked sums of P and P V),
+//   u   = unit roundoff of Scalar.
+// The kernel's logits carry |dz| <= (d + 3) u a_i (dot product of d terms plus
+// the scaling), exp2 adds 1 ulp and u |z - m|, which perturbs every weight by
+// a relative delta <= 2 (d + 3) u a_i + 2 u a_i + 2u; moving the weights by a
+// relative delta moves the output by at most 2 delta max|v|. The sums add
+// L u max|v|. So
+//   |O_ic - O_ref,ic| <= max|v| (4 (d + 3) u a_i + 4 u a_i + 4 u + L u) + |ref rounding|.
+// This worst-case bound holds for every shape below. At n = 4096 the test
+// also checks the probabilistic form (Higham & Mary 2019: rounding errors of
+// an n-term sum grow like lambda sqrt(n) u, failure probability
+// 2 exp(-lambda^2 / 2) per quantity; lambda = 6 gives < 3e-8), which is
+// about 1e-5 max|v| for float: the order the issue states.
+
+#include "attnkit/attention/flash.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "attnkit/attention/kv_cache.hpp"
+#include "attnkit/attention/merge.hpp"
+#include "attnkit/attention/reference.hpp"
+#include "attnkit/core/metrics.hpp"
+#include "attnkit/workload/synthetic.hpp"
+#include "test_util.hpp"
+
+namespace attnkit {
+namespace {
+
+using test::as_double;
+using test::eps;
+using test::matrices_near;
+using test::random_matrix;
+using test::throws_invalid_argument;
+
+template <typename Scalar>
+class FlashTest : public ::testing::Test {};
+TYPED_TEST_SUITE(FlashTest, test::Scalars);
+
+template <typename Scalar>
+double unit_roundoff() {
+  return 0.5 * eps<Scalar>();
+}
+
+enum class BoundKind { worst_case, probabilistic };
+
+// Per-row bounds (see the file comment): `output` on |O - O_ref| entrywise,
+// `lse` on |lse - lse_ref| (the logit error plus the relative error of the
+// normaliser l, before the final rounding of lse itself).
+struct Bound {
+  Eigen::VectorXd output;
+  Eigen::VectorXd lse;
+};
+
+// block_k is the requested tile; the kernel rounds it up to a whole packet
+// (at most 16 more keys), and merging key chunks adds a few roundings: both
+// are covered by the constants in `chain`.
+template <typename Scalar>
+Bound error_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowMatrix<Scalar>& v,
+                  double scale, Index block_k, BoundKind kind) {
+  const double u = unit_roundoff<Scalar>();
+  const Index d = q.cols(), n_k = k.rows();
+  const RowMatrix<double> abs_logits =
+      scale * q.template cast<double>().cwiseAbs() * k.template cast<double>().cwiseAbs().transpose();
+  const double max_v = v.template cast<double>().cwiseAbs().maxCoeff();
+  const double chain = as_double(block_k) + 16 + as_double(n_k) / as_double(block_k) + 16;
+  const double lambda = 6.0;
+  const double dot = kind == BoundKind::worst_case ? as_double(d) + 3 : lambda * std::sqrt(as_double(d) + 3);
+  const double sums = kind == BoundKind::worst_case ? chain : lambda * std::sqrt(chain);
+  Bound b{Eigen::VectorXd(q.rows()), Eigen::VectorXd(q.rows())};
+  for (Index i = 0; i < q.rows(); ++i) {
+    const double a = abs_logits.row(i).maxCoeff();
+    const double weights = u * (2 * dot * a + 2 * a + 2);  // relative error of each weight
+    // Last term: the reference's own rounding to Scalar (half an ulp).
+    b.output(i) = max_v * (2 * weights + u * sums + u);
+    b.lse(i) = dot * u * a + weights + u * sums;
+  }
+  return b;
+}
+
+template <typename Scalar>
+::testing::AssertionResult within_bound(const AttentionResult<Scalar>& got,
+                                        const AttentionResult<Scalar>& ref, const Bound& bound) {
+  if (got.output.rows() != ref.output.rows() || got.output.cols() != ref.output.cols())
+    return ::testing::AssertionFailure() << "shape mismatch";
+  for (Index i = 0; i < ref.output.rows(); ++i) {
+    if (std::isinf(static_cast<double>(ref.lse(i)))) {
+      if (!(got.lse(i) == ref.lse(i)) || !(got.output.row(i).array() == 0).all())
+        return ::testing::AssertionFailure()
+               << "row " << i << " sees no key: expected zero row and lse -inf, got lse " << got.lse(i);
+      continue;
+    }
+    for (Index c = 0; c < ref.output.cols(); ++c) {
+      const double e =
+          std::fabs(static_cast<double>(got.output(i, c)) - static_cast<double>(ref.output(i, c)));
+      if (!(e <= bound.output(i)))
+        return ::testing::AssertionFailure()
+               << "row " << i << " col " << c << ": |error| " << e << " > bound " << bound.output(i)
+               << " (got " << got.output(i, c) << ", ref " << ref.output(i, c) << ")";
+    }
+    const double lse = static_cast<double>(ref.lse(i));
+    const double lse_err = std::fabs(static_cast<double>(got.lse(i)) - lse);
+    const double lse_bound = bound.lse(i) + 2 * eps<Scalar>() * std::fabs(lse);
+    if (!(lse_err <= lse_bound))
+      return ::testing::AssertionFailure() << "row " << i << ": lse error " << lse_err << " > " << lse_bound;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TYPED_TEST(FlashTest, MatchesReferenceForEveryMaskOffsetShapeAndTile) {
+  using Scalar = TypeParam;
+  std::uint64_t seed = 1000;
+  int cases = 0;
+  for (const Index n_q : {1, 3, 17, 70})
+    for (const Index n_k : {1, 5, 33, 131})
+      for (const Index d : {1, 3, 64}) {
+        const Index d_v = d == 3 ? 5 : d;  // d_v != d included
+        const RowMatrix<Scalar> q = random_matrix<Scalar>(n_q, d, ++seed);
+        const RowMatrix<Scalar> k = random_matrix<Scalar>(n_k, d, ++seed);
+        const RowMatrix<Scalar> v = random_matrix<Scalar>(n_k, d_v, ++seed);
+        for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal}) {
+          const Index max_offset =
+              kind == MaskKind::none ? 0 : (kind == MaskKind::causal ? n_k - n_q : n_k - n_q + 1);
+          if (max_offset < 0) continue;  // no valid layout for this shape
+          for (Index offset = 0; offset <= max_offset; offset += std::max<Index>(1, max_offset / 3)) {
+            const AttentionOptions opt{kind == MaskKind::none ? Mask::none() : Mask{kind, offset}, {}};
+            const auto ref = reference_attention(q, k, v, opt);
+            for (const Index block_k : {8, 16, 128})
+              for (const int threads : {1, 2}) {
+                const FlashConfig cfg{threads, 16, block_k};
+                const auto got = flash_attention(q, k, v, opt, cfg);
+                const Bound bound =
+                    error_bound(q, k, v, 1.0 / std::sqrt(as_double(d)), block_k, BoundKind::worst_case);
+                ASSERT_TRUE(within_bound(got, ref, bound))
+                    << to_string(kind) << " offset " << offset << " n_q " << n_q << " n_k " << n_k << " d "
+                    << d << " block_k " << block_k << " threads " << threads;
+                ++cases;
+              }
+          }
+        }
+      }
+  EXPECT_GT(cases, 1000);
+}
+
+TYPED_TEST(FlashTest, DefaultConfigAndLargeBlocksAgreeWithSmallBlocks) {
+  using Scalar = TypeParam;
+  const auto w = make_llm_like_workload<Scalar>({300, 300, 64, 48}, 3);
+  const AttentionOptions opt{Mask::causal(), {}};
+  const auto ref = reference_attention(w.q, w.k, w.v, opt);
+  const Bound bound = error_bound(w.q, w.k, w.v, 0.125, 256, BoundKind::worst_case);
+  for (const FlashConfig cfg : {FlashConfig{}, FlashConfig{1, 256, 256}, FlashConfig{2, 1, 1}})
+    EXPECT_TRUE(within_bound(flash_attention(w.q, w.k, w.v, opt, cfg), ref, bound))
+        << "block_q " << cfg.block_q << " block_k " << cfg.block_k;
+}
+
+// First-order probabilistic bound for large n (the file comment's
+// worst-case bound charges every weight the worst logit error of its row and
+// lets the errors add coherently: correct but ~100x loose at n = 4096).
+// Per-logit rounding errors are independent across keys: weight j of row i
+// is off by a relative delta_ij with standard deviation at most
+//   s_i = u (sqrt(d + 3) a_i + 3 a_i + 2)   (dot product, exp2 argument, exp2),
+// and to first order O_i moves by sum_j p_ij delta_ij (v_j - O_i), whose
+// standard deviation is at most s_i sqrt(sum_j p_ij^2 (v_jc - O_ic)^2). The
+// rounding of the scaled query is shared by all keys of a row (correlated):
+// at most 2 u a_i max|v|. The blocked sums add lambda sqrt(L) u max|v|.
+// With lambda = 6 (failure probability < 1e-8 per entry) this is about
+// 1e-5 max|v| for float at n = 4096: the order the issue states.
+template <typename Scalar>
+RowMatrix<double> propagated_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k,
+                                   const RowMatrix<Scalar>& v, const AttentionOptions& opt, double scale,
+                                   Index block_k) {
+  const double u = unit_roundoff<Scalar>(), lambda = 6.0;
+  const Index d = q.cols(), n_k = k.rows();
+  const RowMatrix<double> p = reference_attention_probabilities(q, k, opt).template cast<double>();
+  const RowMatrix<double> vd = v.template cast<double>();
+  const RowMatrix<double> o = p * vd;
+  const RowMatrix<double> p2 = p.cwiseProduct(p);
+  // sum_j p_ij^2 (v_jc - o_ic)^2 = (P2 V^2)_ic - 2 o_ic (P2 V)_ic + o_ic^2 (P2 1)_i
+  const RowMatrix<double> a2 = p2 * vd.cwiseProduct(vd), a1 = p2 * vd;
+  const Eigen::VectorXd a0 = p2.rowwise().sum();
+  const RowMatrix<double> abs_logits =
+      scale * q.template cast<double>().cwiseAbs() * k.template cast<double>().cwiseAbs().transpose();
+  const double max_v = vd.cwiseAbs().maxCoeff();
+  const double chain = as_double(block_k) + 16 + as_double(n_k) / as_double(block_k) + 16;
+  RowMatrix<double> bound(q.rows(), v.cols());
+  for (Index i = 0; i < q.rows(); ++i) {
+    const double a = abs_logits.row(i).maxCoeff();
+    const double s_i = u * (std::sqrt(as_double(d) + 3) * a + 3 * a + 2);
+    for (Index c = 0; c < v.cols(); ++c) {
+      const double var = std::max(0.0, a2(i, c) - 2 * o(i, c) * a1(i, c) + o(i, c) * o(i, c) * a0(i));
+      bound(i, c) =
+          lambda * s_i * std::sqrt(var) + 2 * u * a * max_v + (lambda * std::sqrt(chain) + 2) * u * max_v;
+    }
+  }
+  return bound;
+}
+
+// The issue's headline: float error at n = 4096 relative to max|v| is of the
+// order 1e-5; both the measured error and the derived bound are reported.
+TYPED_TEST(FlashTest, ErrorAtN4096IsWithinTheDerivedBound) {
+  using Scalar = TypeParam;
+  // n = 4096 for float as the issue asks; double's long-double reference is
+  // 10x slower, so 1024 there.
+  const Index n = std::is_same_v<Scalar, float> ? 4096 : 1024, d = 64;
+  for (const WorkloadKind kind : {WorkloadKind::llm_like, WorkloadKind::iid}) {
+    const auto w = make_workload<Scalar>(kind, {n, n, d, d}, 4);
+    for (const Mask mask : {Mask::none(), Mask::causal()}) {
+      const AttentionOptions opt{mask, {}};
+      const auto ref = reference_attention(w.q, w.k, w.v, opt);
+      const auto got = flash_attention(w.q, w.k, w.v, opt, FlashConfig{2});
+      const RowMatrix<double> bound = propagated_bound(w.q, w.k, w.v, opt, 0.125, 128);
+      const RowMatrix<double> err =
+          (got.output.template cast<double>() - ref.output.template cast<double>()).cwiseAbs();
+      Index wi = 0, wc = 0;
+      const double worst_ratio = (err.array() / bound.array()).maxCoeff(&wi, &wc);
+      EXPECT_LE(worst_ratio, 1.0) << to_string(kind) << " " << to_string(mask.kind) << ": error "
+                                  << err(wi, wc) << " > bound " << bound(wi, wc) << " at (" << wi << ", "
+                                  << wc << ")";
+      const double max_v = static_cast<double>(w.v.cwiseAbs().maxCoeff());
+      const std::string tag = std::string(to_string(kind)) + "_" + to_string(mask.kind);
+      ::testing::Test::RecordProperty("max_error_over_max_v_" + tag, std::to_string(err.maxCoeff() / max_v));
+      ::testing::Test::RecordProperty("max_bound_over_max_v_" + tag,
+                                      std::to_string(bound.maxCoeff() / max_v));
+      // The bound is not vacuous: of order 1e-5 max|v| for float (1e-14 for
+      // double); measured: 7e-6 (iid) to 6e-5 (LLM-like, large |q||k|).
+      const double expected_order = std::is_same_v<Scalar, float> ? 1e-4 : 1e-12;
+      EXPECT_LT(bound.maxCoeff() / max_v, expected_order) << tag;
+      std::printf("[ info     ] %s %s: max error %.3g max|v|, bound %.3g max|v|\n", to_string(kind),
+                  to_string(mask.kind), err.maxCoeff() / max_v, bound.maxCoeff() / max_v);
+    }
+  }
+}
+
+TYPED_TEST(FlashTest, ThreadCountsAgree) {
+  using Scalar = TypeParam;
+  // Prefill: query blocks are independent, results are bit-identical.
+  const auto w = make_iid_workload<Scalar>({500, 500, 32, 32}, 5);
+  const AttentionOptions opt{Mask::causal(), {}};
+  const auto one = flash_attention(w.q, w.k, w.v, opt, FlashConfig{1});
+  const auto two = flash_attention(w.q, w.k, w.v, opt, FlashConfig{2});
+  EXPECT_TRUE(matrices_near(one.output, two.output, 0.0));
+  EXPECT_TRUE(matrices_near(one.lse, two.lse, 0.0));
+  // Decode: two threads split the keys and merge; equal up to reassociation.
+  const auto dec = make_iid_workload<Scalar>({2, 5000, 64, 64}, 6);
+  const auto d1 = flash_attention(dec.q, dec.k, dec.v, opt, FlashConfig{1, 0, 64});
+  const auto d2 = flash_attention(dec.q, dec.k, dec.v, opt, FlashConfig{2, 0, 64});
+  const auto ref = reference_attention(dec.q, dec.k, dec.v, opt);
+  const Bound bound = error_bound(dec.q, dec.k, dec.v, 0.125, 64, BoundKind::worst_case);
+  EXPECT_TRUE(within_bound(d1, ref, bound));
+  EXPECT_TRUE(within_bound(d2, ref, bound));
+  // Both are within `bound` of the reference, so within twice it of each other.
+  EXPECT_TRUE(matrices_near(d1.output, d2.output, 2 * bound.output.maxCoeff()));
+}
+
+TYPED_TEST(FlashTest, DecodeAgainstLongCacheForEveryMask) {
+  using Scalar = TypeParam;
+  const auto w = make_llm_like_workload<Scalar>({7, 3000, 128, 128}, 7);
+  for (const Index n_q : {1, 2, 5, 7})
+    for (const Mask mask :
+         {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::strict_causal(3000 - n_q + 1)}) {
+      const RowMatrix<Scalar> q = w.q.topRows(n_q);
+      const AttentionOptions opt{mask, {}};
+      const auto ref = reference_attention(q, w.k, w.v, opt);
+      const Bound bound = error_bound(q, w.k, w.v, 1.0 / std::sqrt(128.0), 128, BoundKind::worst_case);
+      for (const int threads : {1, 2})
+        EXPECT_TRUE(within_bound(flash_attention(q, w.k, w.v, opt, FlashConfig{threads}), ref, bound))
+            << "n_q " << n_q << " " << to_string(mask.kind) << " threads " << threads;
+    }
+}
+
+TYPED_TEST(FlashTest, SingleKeyAndWidthOne) {
+  using Scalar = TypeParam;
+  const RowMatrix<Scalar> q = random_matrix<Scalar>(9, 1, 8), k = random_matrix<Scalar>(1, 1, 9);
+  const RowMatrix<Scalar> v = random_matrix<Scalar>(1, 3, 10);
+  const auto r = flash_attention(q, k, v);
+  for (Index i = 0; i < 9; ++i) {
+    EXPECT_TRUE(matrices_near(r.output.row(i), v.row(0), eps<Scalar>() * v.cwiseAbs().maxCoeff()));
+    EXPECT_NEAR(static_cast<double>(r.lse(i)), static_cast<double>(q(i, 0) * k(0, 0)),
+                4 * eps<Scalar>() * (1 + std::fabs(static_cast<double>(q(i, 0) * k(0, 0)))));
+  }
+}
+
+TYPED_TEST(FlashTest, RowsThatSeeNoKeyAreZeroWithMinusInfinityLse) {
+  using Scalar = TypeParam;
+  const auto w = make_iid_workload<Scalar>({40, 40, 16, 16}, 11);
+  for (const int threads : {1, 2}) {
+    const auto r = flash_attention(w.q, w.k, w.v, {Mask::strict_causal()}, FlashConfig{threads, 16, 8});
+    EXPECT_TRUE((r.output.row(0).array() == 0).all());
+    EXPECT_EQ(r.lse(0), -std::numeric_limits<Scalar>::infinity());
+    EXPECT_TRUE(r.output.bottomRows(39).allFinite());
+    // A one-query decode that sees nothing (strict, offset 0).
+    const auto e = flash_attention(w.q.topRows(1), w.k, w.v, {Mask::strict_causal(0)}, FlashConfig{threads});
+    EXPECT_TRUE((e.output.array() == 0).all());
+    EXPECT_EQ(e.lse(0), -std::numeric_limits<Scalar>::infinity());
+  }
+}
+
+TYPED_TEST(FlashTest, HugeLogitsNeitherOverflowNorGiveNaN) {
+  using Scalar = TypeParam;
+  // Logits of +-1e4 (scale 1, d = 1) through the prefill and decode kernels.
+  const Index n = 40;
+  RowMatrix<Scalar> q(n, 1), k(n, 1);
+  for (Index i = 0; i < n; ++i) {
+    q(i, 0) = Scalar(i % 2 ? 100 : -100);
+    k(i, 0) = Scalar(i % 3 ? 100 : -100) + Scalar(i) * Scalar(1e-2);
+  }
+  const RowMatrix<Scalar> v = random_matrix<Scalar>(n, 4, 12);
+  // Logits of magnitude 1e4 are only known to about 2e4 eps (the scaled query
+  // and the product each round), which moves every weight by that relative
+  // amount and the output by twice it times max|v|.
+  const double tol = 8 * 1e4 * eps<Scalar>() * static_cast<double>(v.cwiseAbs().maxCoeff());
+  for (const Mask mask : {Mask::none(), Mask::causal()}) {
+    // All n queries (prefill kernel) and the last query alone (decode kernel).
+    for (const Index rows : {n, Index(1)}) {
+      const RowMatrix<Scalar> qs = q.bottomRows(rows);
+      const AttentionOptions opt{mask, 1.0};
+      const auto ref = reference_attention(qs, k, v, opt);
+      const auto got = flash_attention(qs, k, v, opt);
+      ASSERT_TRUE(got.output.allFinite());
+      ASSERT_TRUE(got.lse.allFinite());
+      EXPECT_TRUE(matrices_near(got.output, ref.output, tol)) << to_string(mask.kind) << " rows " << rows;
+      EXPECT_TRUE(matrices_near(got.lse, ref.lse, 4 * 1e4 * eps<Scalar>()));
+    }
+  }
+}
+
+// A NaN reaches exactly the rows (and, for V, the columns) it enters, through
+// masked tiles, decode and key splits alike.
+TYPED_TEST(FlashTest, NaNPropagatesToExactlyTheRowsItReaches) {
+  using Scalar = TypeParam;
+  const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+  const Index n = 70;
+  const auto w = make_iid_workload<Scalar>({n, n, 8, 6}, 13);
+  for (const FlashConfig cfg : {FlashConfig{1, 16, 8}, FlashConfig{2, 64, 16}}) {
+    const AttentionOptions opt{Mask::causal(), {}};
+    const auto clean = flash_attention(w.q, w.k, w.v, opt, cfg);
+
+    RowMatrix<Scalar> q = w.q;
+    q(20, 3) = nan;
+    const auto rq = flash_attention(q, w.k, w.v, opt, cfg);
+    for (Index i = 0; i < n; ++i) {
+      if (i == 20)
+        EXPECT_TRUE(rq.output.row(i).array().isNaN().all() && std::isnan(rq.lse(i)));
+      else
+        EXPECT_TRUE(matrices_near(rq.output.row(i), clean.output.row(i), 0.0)) << "row " << i;
+    }
+
+    RowMatrix<Scalar> k = w.k;
+    k(37, 0) = nan;  // seen by queries 37..69 only
+    const auto rk = flash_attention(w.q, k, w.v, opt, cfg);
+    for (Index i = 0; i < n; ++i) {
+      if (i >= 37)
+        EXPECT_TRUE(rk.output.row(i).array().isNaN().all()) << "row " << i;
+      else
+        EXPECT_TRUE(matrices_near(rk.output.row(i), clean.output.row(i), 0.0)) << "row " << i;
+    }
+
+    RowMatrix<Scalar> v = w.v;
+    v(45, 2) = nan;  // queries 45..69, column 2 only
+    const auto rv = flash_attention(w.q, w.k, v, opt, cfg);
+    for (Index i = 0; i < n; ++i)
+      for (Index c = 0; c < 6; ++c) {
+        if (i >= 45 && c == 2)
+          EXPECT_TRUE(std::isnan(rv.output(i, c))) << i;
+        else
+          EXPECT_EQ(rv.output(i, c), clean.output(i, c)) << "(" << i << ", " << c << ")";
+      }
+
+    // Decode rows (few queries) with a NaN key in the middle of the cache.
+    const auto dclean = flash_attention(w.q.bottomRows(2), w.k, w.v, opt, cfg);
+    RowMatrix<Scalar> kd = w.k;
+    kd(n - 1, 1) = nan;  // only the last query sees the last key
+    const auto rd = flash_attention(w.q.bottomRows(2), kd, w.v, opt, cfg);
+    EXPECT_TRUE(matrices_near(rd.output.row(0), dclean.output.row(0), 0.0));
+    EXPECT_TRUE(rd.output.row(1).array().isNaN().all());
+  }
+}
+
+TYPED_TEST(FlashTest, AcceptsColumnMajorInputsAndRowBlocks) {
+  using Scalar = TypeParam;
+  const auto w = make_iid_workload<Scalar>({20, 50, 12, 7}, 14);
+  const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> qc = w.q, kc = w.k, vc = w.v;
+  const auto a = flash_attention(w.q, w.k, w.v, {Mask::causal()});
+  const auto b = flash_attention(qc, kc, vc, {Mask::causal()});
+  EXPECT_TRUE(matrices_near(a.output, b.output, 0.0));
+  // Row blocks of a larger matrix are used in place.
+  const auto c = flash_attention(w.q.topRows(5), w.k.topRows(30), w.v.topRows(30));
+  const auto ref = reference_attention(w.q.topRows(5), w.k.topRows(30), w.v.topRows(30));
+  EXPECT_TRUE(within_bound(c, ref,
+                           error_bound<Scalar>(w.q.topRows(5), w.k.topRows(30), w.v.topRows(30),
+                                               1.0 / std::sqrt(12.0), 128, BoundKind::worst_case)));
+}
+
+TYPED_TEST(FlashTest, BadInputThrowsAndWritesNothing) {
+  using Scalar = TypeParam;
+  const RowMatrix<Scalar> q = random_matrix<Scalar>(3, 4, 15), k = random_matrix<Scalar>(5, 4, 16);
+  const RowMatrix<Scalar> v = random_matrix<Scalar>(5, 2, 17), k3 = random_matrix<Scalar>(5, 3, 18);
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(q, k3, v); },
+                                      {"flash_attention", "Q (3 x 4)", "K (5 x 3)"}));
+  EXPECT_NO_THROW(flash_attention(q, k, k));  // V may have any width
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { flash_attention(q, k, v.topRows(4)); }, {"K (5 x 4)", "V (4 x 2)"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(q, k, v, {Mask::none(), -2.0}); }, {"scale"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(q, k, v, {Mask::causal(7)}); }, {"offset 7"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { flash_attention(q, k, v, {}, FlashConfig{-1}); }, {"threads = -1"}));
+  RowMatrix<Scalar> out = RowMatrix<Scalar>::Constant(3, 3, Scalar(7));
+  Vector<Scalar> lse = Vector<Scalar>::Constant(3, Scalar(7));
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { flash_attention_into(q, k, v, out, lse); }, {"out (3 x 3)", "(3 x 2)"}));
+  EXPECT_TRUE((out.array() == Scalar(7)).all()) << "nothing may be written on error";
+  RowMatrix<Scalar> out2(3, 2);
+  Vector<Scalar> lse4(4);
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention_into(q, k, v, out2, lse4); }, {"lse has 4"}));
+}
+
+// merge_attention: results over disjoint key sets combine exactly.
+TYPED_TEST(FlashTest, MergeOfDisjointKeySetsEqualsTheWhole) {
+  using Scalar = TypeParam;
+  const auto w = make_llm_like_workload<Scalar>({10, 90, 16, 16}, 19);
+  const auto whole = reference_attention(w.q, w.k, w.v);
+  auto part = reference_attention(w.q, w.k.topRows(30), w.v.topRows(30));
+  const auto rest = reference_attention(w.q, w.k.bottomRows(60), w.v.bottomRows(60));
+  merge_attention_into(part, rest);
+  // Each part is rounded to Scalar (eps/2); the merge adds a few roundings.
+  EXPECT_TRUE(matrices_near(part.output, whole.output, 4 * eps<Scalar>() * w.v.cwiseAbs().maxCoeff()));
+  EXPECT_TRUE(matrices_near(part.lse, whole.lse, 4 * eps<Scalar>() * (1 + whole.lse.cwiseAbs().maxCoeff())));
+  // Empty parts (lse = -inf) are neutral on either side; NaN propagates.
+  const Scalar inf = std::numeric_limits<Scalar>::infinity();
+  AttentionResult<Scalar> empty{RowMatrix<Scalar>::Zero(10, 16), Vector<Scalar>::Constant(10, -inf)};
+  EXPECT_TRUE(matrices_near(merge_attention(whole, empty).output, whole.output, 0.0));
+  EXPECT_TRUE(matrices_near(merge_attention(empty, whole).output, whole.output, 0.0));
+  const auto both_empty = merge_attention(empty, empty);
+  EXPECT_TRUE((both_empty.output.array() == 0).all() && (both_empty.lse.array() == -inf).all());
+  AttentionResult<Scalar> bad = whole;
+  bad.lse(3) = std::numeric_limits<Scalar>::quiet_NaN();
+  const auto merged = merge_attention(bad, rest);
+  EXPECT_TRUE(merged.output.row(3).array().isNaN().all());
+  EXPECT_TRUE(merged.output.row(2).allFinite());
+  // Huge lse values on both sides: no overflow.
+  AttentionResult<Scalar> hi = whole, lo = whole;
+  hi.lse.array() += Scalar(1e4);
+  lo.lse.array() += Scalar(1e4) - Scalar(1);
+  EXPECT_TRUE(merge_attention(hi, lo).output.allFinite());
+  const RowMatrix<Scalar> wrong = RowMatrix<Scalar>::Zero(9, 16);
+  AttentionResult<Scalar> mismatched{wrong, Vector<Scalar>::Zero(9)};
+  EXPECT_TRUE(throws_invalid_argument([&] { merge_attention(whole, mismatched); },
+                                      {"merge_attention", "(10 x 16)", "(9 x 16)"}));
+}
+
+TYPED_TEST(FlashTest, KVCacheAfterThousandsOfAppendsAnswersLikeTheReference) {
+  using Scalar = TypeParam;
+  const Index n = 3000, d = 64;
+  const auto w = make_llm_like_workload<Scalar>({n, n, d, d}, 20);
+  KVCache<Scalar> cache(d, d, 16);
+  for (Index t = 0; t < n; ++t) {
+    cache.append(w.k.row(t), w.v.row(t));
+    if (t == 10 || t == 999 || t == n - 1) {
+      // Decode: the newest token's query over everything so far.
+      const auto got = cache.attend(w.q.row(t), {Mask::causal()}, FlashConfig{2});
+      const auto ref = reference_attention(w.q.row(t), w.k.topRows(t + 1), w.v.topRows(t + 1));
+      EXPECT_TRUE(within_bound(got, ref,
+                               error_bound<Scalar>(w.q.row(t), w.k.topRows(t + 1), w.v.topRows(t + 1), 0.125,
+                                                   128, BoundKind::worst_case)))
+          << "after " << t + 1 << " appends";
+    }
+  }
+  EXPECT_EQ(cache.size(), n);
+  EXPECT_TRUE(matrices_near(cache.keys(), w.k, 0.0));
+  EXPECT_TRUE(matrices_near(cache.values(), w.v, 0.0));
+  // Amortised growth: capacity doubles from 16, so log2(3000 / 16) + 1 reallocations.
+  EXPECT_LE(cache.reallocations(), 9);
+  EXPECT_GE(cache.capacity(), n);
+  EXPECT_EQ(cache.bytes(), static_cast<std::size_t>(cache.capacity() * 2 * d) * sizeof(Scalar));
+  // Prefill of a block of 8 new tokens at the end, causal.
+  const auto block = cache.attend(w.q.bottomRows(8), {Mask::causal()});
+  const auto ref = reference_attention(w.q.bottomRows(8), w.k, w.v, {Mask::causal()});
+  EXPECT_TRUE(within_bound(
+      block, ref, error_bound<Scalar>(w.q.bottomRows(8), w.k, w.v, 0.125, 128, BoundKind::worst_case)));
+  // Bad input appends nothing.
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { cache.append(w.k.row(0), w.v.topRows(2)); }, {"KVCache::append"}));
+  EXPECT_EQ(cache.size(), n);
+  cache.clear();
+  EXPECT_TRUE(throws_invalid_argument([&] { cache.attend(w.q.row(0)); }, {"empty"}));
+  EXPECT_TRUE(throws_invalid_argument([] { KVCache<Scalar>(0, 4); }, {"d = 0"}));
+}
+
+TEST(FlashBuild, OpenMPIsUsedWhenTheTestIsBuiltWithIt) {
+#if defined(ATTNKIT_TEST_EXPECT_OPENMP)
+  EXPECT_TRUE(detail::openmp_enabled());
+#else
+  GTEST_SKIP() << "built without OpenMP: thread counts > 1 run on one thread";
+#endif
+}
+
+}  // namespace
+}  // namespace attnkit
