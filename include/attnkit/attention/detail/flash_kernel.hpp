@@ -179,6 +179,176 @@ EIGEN_STRONG_INLINE void pv_micro(const Scalar* v, Index ldv, const Scalar* pt, 
   }
 }
 
+/// Geometry of one query block: `rows` real queries padded to `npk` packets
+/// (`bq` = npk * P lanes, the row stride of qt, st and ot).
+struct BlockShape {
+  Index rows, npk, bq;
+};
+
+template <typename Scalar>
+BlockShape block_shape(Index rows) {
+  constexpr int P = FlashPacket<Scalar>::size;
+  const Index npk = (rows + P - 1) / P;
+  return {rows, npk, npk * P};
+}
+
+/// Phase 0: Q^T of rows [i0, i0 + rows) scaled into base-2 logits (padded
+/// lanes zero); m = -inf, l = 0, O^T = 0.
+template <typename Scalar>
+void block_begin(const FlashInputs<Scalar>& in, Index i0, const BlockShape& b, FlashWorkspace<Scalar>& ws) {
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  Scalar* qt = ws.qt.data();
+  for (Index i = 0; i < b.bq; ++i) {
+    if (i < b.rows) {
+      const Scalar* qrow = in.q + (i0 + i) * in.ldq;
+      for (Index c = 0; c < in.d; ++c)
+        qt[c * b.bq + i] = qrow[c] * in.logit_scale;
+    } else {
+      for (Index c = 0; c < in.d; ++c)
+        qt[c * b.bq + i] = Scalar(0);
+    }
+    ws.m[static_cast<std::size_t>(i)] = -inf;
+    ws.l[static_cast<std::size_t>(i)] = Scalar(0);
+  }
+  std::fill(ws.ot.begin(), ws.ot.begin() + in.d_v * b.bq, Scalar(0));
+}
+
+/// Phase 1 (micro-kernel A): S^T = K[j0, j0 + nk) Q^T into st.
+template <typename Scalar>
+void tile_scores(const FlashInputs<Scalar>& in, const BlockShape& b, Index j0, Index nk,
+                 FlashWorkspace<Scalar>& ws) {
+  constexpr int P = FlashPacket<Scalar>::size, MR = FlashPacket<Scalar>::mr, NR = FlashPacket<Scalar>::nr;
+  for (Index jr = 0; jr < nk; jr += MR) {
+    const int r = static_cast<int>(std::min<Index>(MR, nk - jr));
+    for (Index pq = 0; pq < b.npk; pq += NR) {
+      const int c = static_cast<int>(std::min<Index>(NR, b.npk - pq));
+      const Scalar* krow = in.k + (j0 + jr) * in.ldk;
+      Scalar* srow = ws.st.data() + jr * b.bq + pq * P;
+      const Scalar* qcol = ws.qt.data() + pq * P;
+      dispatch_rows<MR>(r, [&](auto R) {
+        dispatch_rows<NR>(c, [&](auto C) {
+          qk_micro<decltype(R)::value, decltype(C)::value>(krow, in.ldk, qcol, b.bq, in.d, srow);
+        });
+      });
+    }
+  }
+}
+
+/// Phase 1b, crossing tiles only: key j reaches lanes >= first_lane[j]; the
+/// scores of the lanes below are set to -inf.
+template <typename Scalar>
+void tile_mask(const FlashInputs<Scalar>& in, Index i0, const BlockShape& b, Index j0, Index nk,
+               FlashWorkspace<Scalar>& ws) {
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  Index lane0 = 0;
+  for (Index j = j0; j < j0 + nk; ++j) {
+    while (lane0 < b.rows && in.mask.key_end(i0 + lane0) <= j)
+      ++lane0;
+    ws.first_lane[static_cast<std::size_t>(j - j0)] = lane0;
+    Scalar* srow = ws.st.data() + (j - j0) * b.bq;
+    for (Index i = 0; i < lane0; ++i)
+      srow[i] = -inf;
+  }
+}
+
+/// Phase 2: online softmax, vertically over the tile's nk keys: m, l and
+/// alpha updated, st overwritten by P^T = 2^(S^T - m).
+template <typename Scalar>
+void tile_softmax(const BlockShape& b, Index nk, FlashWorkspace<Scalar>& ws) {
+  using Packet = typename FlashPacket<Scalar>::Packet;
+  constexpr int P = FlashPacket<Scalar>::size;
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const Packet neg_inf = ei::pset1<Packet>(-inf);
+  const Packet one = ei::pset1<Packet>(Scalar(1));
+  Scalar* st = ws.st.data();
+  const Index bq = b.bq;
+  for (Index p = 0; p < b.npk; ++p) {
+    Packet tile_max = neg_inf;
+    for (Index j = 0; j < nk; ++j)
+      tile_max = ei::pmax(tile_max, ei::pload<Packet>(st + j * bq + p * P));
+    const Packet m_old = ei::pload<Packet>(ws.m.data() + p * P);
+    const Packet m_new = ei::pmax(m_old, tile_max);
+    const Packet a =
+        ei::pselect(ei::pcmp_eq(m_old, m_new), one, exp2_nonpositive<Scalar>(ei::psub(m_old, m_new)));
+    // A lane that has seen no finite logit yet keeps m = -inf: subtract 0
+    // instead, so its (all -inf) logits give 0 rather than NaN.
+    const Packet m_sub = ei::pselect(ei::pcmp_eq(m_new, neg_inf), ei::pzero(m_new), m_new);
+    Packet sum0 = ei::pzero(m_new), sum1 = ei::pzero(m_new);
+    Index j = 0;
+    for (; j + 1 < nk; j += 2) {
+      Scalar* s0 = st + j * bq + p * P;
+      Scalar* s1 = s0 + bq;
+      const Packet e0 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s0), m_sub));
+      const Packet e1 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s1), m_sub));
+      ei::pstore(s0, e0);
+      ei::pstore(s1, e1);
+      sum0 = ei::padd(sum0, e0);
+      sum1 = ei::padd(sum1, e1);
+    }
+    if (j < nk) {
+      Scalar* s0 = st + j * bq + p * P;
+      const Packet e0 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s0), m_sub));
+      ei::pstore(s0, e0);
+      sum0 = ei::padd(sum0, e0);
+    }
+    ei::pstore(ws.l.data() + p * P,
+               ei::pmadd(ei::pload<Packet>(ws.l.data() + p * P), a, ei::padd(sum0, sum1)));
+    ei::pstore(ws.m.data() + p * P, m_new);
+    ei::pstore(ws.alpha.data() + p * P, a);
+  }
+}
+
+/// Phase 3 (micro-kernel B): O^T = alpha O^T + V[j0, j0 + nk)^T P^T, skipping
+/// masked lanes explicitly in crossing tiles.
+template <typename Scalar>
+void tile_accumulate(const FlashInputs<Scalar>& in, const BlockShape& b, Index j0, Index nk, bool crossing,
+                     FlashWorkspace<Scalar>& ws) {
+  constexpr int P = FlashPacket<Scalar>::size, MR = FlashPacket<Scalar>::mr, NR = FlashPacket<Scalar>::nr;
+  const Scalar* vtile = in.v + j0 * in.ldv;
+  for (Index cr = 0; cr < in.d_v; cr += MR) {
+    const int r = static_cast<int>(std::min<Index>(MR, in.d_v - cr));
+    for (Index pq = 0; pq < b.npk; pq += NR) {
+      const int c = static_cast<int>(std::min<Index>(NR, b.npk - pq));
+      const Scalar* pcol = ws.st.data() + pq * P;
+      Scalar* ocol = ws.ot.data() + cr * b.bq + pq * P;
+      const Scalar* acol = ws.alpha.data() + pq * P;
+      const Scalar* lcol = ws.lane.data() + pq * P;
+      dispatch_rows<MR>(r, [&](auto R) {
+        dispatch_rows<NR>(c, [&](auto C) {
+          constexpr int RR = decltype(R)::value, CC = decltype(C)::value;
+          if (crossing)
+            pv_micro<RR, CC, true>(vtile + cr, in.ldv, pcol, b.bq, nk, ocol, acol, lcol,
+                                   ws.first_lane.data());
+          else
+            pv_micro<RR, CC, false>(vtile + cr, in.ldv, pcol, b.bq, nk, ocol, acol, lcol, nullptr);
+        });
+      });
+    }
+  }
+}
+
+/// Phase 4: O = (O^T)^T / l, natural-log lse; rows with l = 0 (no key seen)
+/// become zero with lse = -inf.
+template <typename Scalar>
+void block_end(const BlockShape& b, Index d_v, const FlashWorkspace<Scalar>& ws, Scalar* out, Index ldo,
+               Scalar* lse) {
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  constexpr Scalar ln2 = Scalar(0.693147180559945309417232121458176568L);
+  for (Index i = 0; i < b.rows; ++i) {
+    Scalar* orow = out + i * ldo;
+    const Scalar li = ws.l[static_cast<std::size_t>(i)];
+    if (li == Scalar(0)) {
+      std::fill(orow, orow + d_v, Scalar(0));
+      lse[i] = -inf;
+      continue;
+    }
+    const Scalar inv = Scalar(1) / li;
+    for (Index c = 0; c < d_v; ++c)
+      orow[c] = ws.ot[static_cast<std::size_t>(c * b.bq + i)] * inv;
+    lse[i] = (ws.m[static_cast<std::size_t>(i)] + std::log2(li)) * ln2;
+  }
+}
+
 /// Attention of query rows [i0, i1) over keys [ka, kb) (intersected with each
 /// row's mask prefix), tile by tile. Writes the normalised output rows to
 /// out (row stride ldo) and their natural-log lse; a row that sees no key in
@@ -187,149 +357,20 @@ EIGEN_STRONG_INLINE void pv_micro(const Scalar* v, Index ldv, const Scalar* pt, 
 template <typename Scalar>
 void flash_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, Index kb, Index block_k,
                  FlashWorkspace<Scalar>& ws, Scalar* out, Index ldo, Scalar* lse) {
-  using FP = FlashPacket<Scalar>;
-  using Packet = typename FP::Packet;
-  constexpr int P = FP::size, MR = FP::mr, NR = FP::nr;
-  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-  const Index rows = i1 - i0;
-  const Index npk = (rows + P - 1) / P;  // query packets
-  const Index bq = npk * P;              // padded block width: stride of qt, st, ot
-  const Index d = in.d, d_v = in.d_v;
-  Scalar* qt = ws.qt.data();
-  Scalar* st = ws.st.data();
-  Scalar* ot = ws.ot.data();
-  Scalar* m = ws.m.data();
-  Scalar* l = ws.l.data();
-  Scalar* alpha = ws.alpha.data();
-
-  // Q^T, scaled into base-2 logits; padded lanes are zero.
-  for (Index i = 0; i < bq; ++i) {
-    if (i < rows) {
-      const Scalar* qrow = in.q + (i0 + i) * in.ldq;
-      for (Index c = 0; c < d; ++c)
-        qt[c * bq + i] = qrow[c] * in.logit_scale;
-    } else {
-      for (Index c = 0; c < d; ++c)
-        qt[c * bq + i] = Scalar(0);
-    }
-    m[i] = -inf;
-    l[i] = Scalar(0);
-  }
-  std::fill(ot, ot + d_v * bq, Scalar(0));
-
+  const BlockShape b = block_shape<Scalar>(i1 - i0);
+  block_begin(in, i0, b, ws);
   // Keys every row of the block sees: [ka, full); the last row sees up to hi.
   const Index hi = std::min(kb, in.mask.key_end(i1 - 1));
   const Index full = std::clamp(in.mask.key_end(i0), ka, std::max(ka, hi));
   for (Index j0 = ka; j0 < hi; j0 += block_k) {
-    const Index j1 = std::min(j0 + block_k, hi);
-    const Index nk = j1 - j0;
-    const bool crossing = j1 > full;
-
-    // S^T = K_tile Q^T.
-    for (Index jr = 0; jr < nk; jr += MR) {
-      const int r = static_cast<int>(std::min<Index>(MR, nk - jr));
-      for (Index pq = 0; pq < npk; pq += NR) {
-        const int c = static_cast<int>(std::min<Index>(NR, npk - pq));
-        const Scalar* krow = in.k + (j0 + jr) * in.ldk;
-        Scalar* srow = st + jr * bq + pq * P;
-        const Scalar* qcol = qt + pq * P;
-        dispatch_rows<MR>(r, [&](auto R) {
-          dispatch_rows<NR>(c, [&](auto C) {
-            qk_micro<decltype(R)::value, decltype(C)::value>(krow, in.ldk, qcol, bq, d, srow);
-          });
-        });
-      }
-    }
-
-    // Mask the keys not every row sees: key j reaches lanes >= first_lane[j].
-    if (crossing) {
-      Index lane0 = 0;
-      for (Index j = j0; j < j1; ++j) {
-        while (lane0 < rows && in.mask.key_end(i0 + lane0) <= j)
-          ++lane0;
-        ws.first_lane[static_cast<std::size_t>(j - j0)] = lane0;
-        Scalar* srow = st + (j - j0) * bq;
-        for (Index i = 0; i < lane0; ++i)
-          srow[i] = -inf;
-      }
-    }
-
-    // Online softmax, vertically over the tile's keys.
-    const Packet neg_inf = ei::pset1<Packet>(-inf);
-    const Packet one = ei::pset1<Packet>(Scalar(1));
-    for (Index p = 0; p < npk; ++p) {
-      Packet tile_max = neg_inf;
-      for (Index j = 0; j < nk; ++j)
-        tile_max = ei::pmax(tile_max, ei::pload<Packet>(st + j * bq + p * P));
-      const Packet m_old = ei::pload<Packet>(m + p * P);
-      const Packet m_new = ei::pmax(m_old, tile_max);
-      const Packet a =
-          ei::pselect(ei::pcmp_eq(m_old, m_new), one, exp2_nonpositive<Scalar>(ei::psub(m_old, m_new)));
-      // A lane that has seen no finite logit yet keeps m = -inf: subtract 0
-      // instead, so its (all -inf) logits give 0 rather than NaN.
-      const Packet m_sub = ei::pselect(ei::pcmp_eq(m_new, neg_inf), ei::pzero(m_new), m_new);
-      Packet sum0 = ei::pzero(m_new), sum1 = ei::pzero(m_new);
-      Index j = 0;
-      for (; j + 1 < nk; j += 2) {
-        Scalar* s0 = st + j * bq + p * P;
-        Scalar* s1 = s0 + bq;
-        const Packet e0 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s0), m_sub));
-        const Packet e1 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s1), m_sub));
-        ei::pstore(s0, e0);
-        ei::pstore(s1, e1);
-        sum0 = ei::padd(sum0, e0);
-        sum1 = ei::padd(sum1, e1);
-      }
-      if (j < nk) {
-        Scalar* s0 = st + j * bq + p * P;
-        const Packet e0 = exp2_nonpositive<Scalar>(ei::psub(ei::pload<Packet>(s0), m_sub));
-        ei::pstore(s0, e0);
-        sum0 = ei::padd(sum0, e0);
-      }
-      ei::pstore(l + p * P, ei::pmadd(ei::pload<Packet>(l + p * P), a, ei::padd(sum0, sum1)));
-      ei::pstore(m + p * P, m_new);
-      ei::pstore(alpha + p * P, a);
-    }
-
-    // O^T = a O^T + V_tile^T P^T.
-    const Scalar* vtile = in.v + j0 * in.ldv;
-    for (Index cr = 0; cr < d_v; cr += MR) {
-      const int r = static_cast<int>(std::min<Index>(MR, d_v - cr));
-      for (Index pq = 0; pq < npk; pq += NR) {
-        const int c = static_cast<int>(std::min<Index>(NR, npk - pq));
-        const Scalar* pcol = st + pq * P;
-        Scalar* ocol = ot + cr * bq + pq * P;
-        const Scalar* acol = alpha + pq * P;
-        const Scalar* lcol = ws.lane.data() + pq * P;
-        dispatch_rows<MR>(r, [&](auto R) {
-          dispatch_rows<NR>(c, [&](auto C) {
-            if (crossing)
-              pv_micro<decltype(R)::value, decltype(C)::value, true>(vtile + cr, in.ldv, pcol, bq, nk, ocol,
-                                                                     acol, lcol, ws.first_lane.data());
-            else
-              pv_micro<decltype(R)::value, decltype(C)::value, false>(vtile + cr, in.ldv, pcol, bq, nk, ocol,
-                                                                      acol, lcol, nullptr);
-          });
-        });
-      }
-    }
+    const Index nk = std::min(j0 + block_k, hi) - j0;
+    const bool crossing = j0 + nk > full;
+    tile_scores(in, b, j0, nk, ws);
+    if (crossing) tile_mask(in, i0, b, j0, nk, ws);
+    tile_softmax(b, nk, ws);
+    tile_accumulate(in, b, j0, nk, crossing, ws);
   }
-
-  // Normalise, transpose back, natural-log lse.
-  constexpr Scalar ln2 = Scalar(0.693147180559945309417232121458176568L);
-  for (Index i = 0; i < rows; ++i) {
-    Scalar* orow = out + i * ldo;
-    const Scalar li = l[i];
-    if (li == Scalar(0)) {
-      std::fill(orow, orow + d_v, Scalar(0));
-      lse[i] = -inf;
-      continue;
-    }
-    const Scalar inv = Scalar(1) / li;
-    for (Index c = 0; c < d_v; ++c)
-      orow[c] = ot[c * bq + i] * inv;
-    lse[i] = (m[i] + std::log2(li)) * ln2;
-  }
+  block_end(b, in.d_v, ws, out, ldo, lse);
 }
 
 /// Largest number of query rows the decode kernel takes; more rows go to the
