@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Builds attnkit (Release, -march=native) and runs its main benchmark. On a
-# fresh Debian machine it first installs the packages it needs (when run as
-# root) or prints the apt-get line to run (otherwise).
+# Builds attnkit-eval (Release, -march=native) and runs `attnkit-eval compare`
+# on the built-in workload (LLM-like, 8 heads, n = 4096, d = 128): every
+# method, timed and measured against the reference, as a table. On a fresh
+# Debian machine it first installs the packages it needs (when run as root) or
+# prints the apt-get line to run (otherwise).
 #
-#   bash bench/run.sh [benchmark flags...]
+#   bash bench/run.sh [compare flags...]     e.g. --json r.json --plot r.png
+#
+# The Google Benchmark binaries (bench/*_bench.cpp) are built with
+# `cmake --build build/release --target reference_bench` (docs/benchmarks.md).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../cmake/debian_deps.sh
 source "$root/cmake/debian_deps.sh"
 
 attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev
+attnkit_require_packages libcli11-dev nlohmann-json3-dev python3-matplotlib
 
 build="$root/build/release"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build" -j"$(attnkit_jobs)" --target reference_bench
-"$build/bench/reference_bench" "$@"
+cmake --build "$build" -j"$(attnkit_jobs)" --target attnkit-eval
+"$build/bench/attnkit-eval" compare "$@"

@@ -18,6 +18,9 @@ case "${1:-}" in
 esac
 
 attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev
+# attnkit-eval and .npy support (issue 6): CLI, JSON, numpy interop test,
+# plots, and clang's libFuzzer for the .npy reader's fuzz target.
+attnkit_require_packages libcli11-dev nlohmann-json3-dev python3-numpy python3-matplotlib clang libclang-rt-14-dev
 
 build="$root/build/$mode"
 options=(-DCMAKE_BUILD_TYPE=Release)

@@ -19,4 +19,6 @@
 
 #include "attnkit/similarity/rotary.hpp"
 
+#include "attnkit/io/npy.hpp"
+
 #include "attnkit/workload/synthetic.hpp"
