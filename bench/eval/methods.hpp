@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/core/types.hpp"
@@ -221,6 +222,14 @@ AttentionResult<Scalar> materialized_attention(ConstRef<Scalar> q, ConstRef<Scal
   return {s * v, lse};
 }
 
+/// flash's --threads: "all" (0 for FlashConfig) or a count >= 1.
+inline int flash_threads(const MethodParams& p) {
+  if (p.text("threads") == "all") return 0;
+  const Index t = p.count("threads");
+  if (t > 4096) throw std::invalid_argument("--threads " + p.text("threads") + ": at most 4096");
+  return static_cast<int>(t);
+}
+
 // ---------------------------------------------------------------------------
 // THE METHODS. Adding a method is one block here, e.g. for a kernel in
 // attnkit/attention/flash.hpp (include it at the top of this file):
@@ -253,6 +262,18 @@ inline Registry builtin_methods() {
     Method m("materialized", "the plain baseline: Q K^T materialised in Scalar, row softmax, times V", true);
     m.set_kernel([](const auto& q, const auto& k, const auto& v, const AttentionOptions& o,
                     const MethodParams&) { return materialized_attention(q, k, v, o); });
+    r.add(std::move(m));
+  }
+  {
+    Method m("flash", "fused tiled online-softmax exact kernel, all cores (attnkit/attention/flash.hpp)",
+             true);
+    m.options = {{"threads", "all", "flash: threads, a count >= 1 or 'all' (default all)"}};
+    m.sweep = {{{"threads", "1"}}, {{"threads", "all"}}};
+    m.check = [](const MethodParams& p) { flash_threads(p); };
+    m.set_kernel(
+        [](const auto& q, const auto& k, const auto& v, const AttentionOptions& o, const MethodParams& p) {
+          return flash_attention(q, k, v, o, FlashConfig{flash_threads(p)});
+        });
     r.add(std::move(m));
   }
   return r;

@@ -262,19 +262,32 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
   EXPECT_EQ(w.at("attnkit_version"), version_string);
   EXPECT_DOUBLE_EQ(w.at("scale").get<double>(), 1 / std::sqrt(8.0));
   const auto& res = doc.at("results");
-  ASSERT_EQ(res.size(), 2u);
+  // reference, materialized, flash threads=1, flash threads=all
+  ASSERT_EQ(res.size(), 4u);
   const auto& ref = res[0];
   EXPECT_EQ(ref.at("method"), "reference");
   EXPECT_EQ(ref.at("params"), "-");
   EXPECT_EQ(ref.at("exact"), true);
   EXPECT_EQ(ref.at("max_abs_error").get<double>(), 0.0);
   EXPECT_EQ(ref.at("rel_fro_error").get<double>(), 0.0);
-  EXPECT_EQ(ref.at("speedup").get<double>(), 1.0);
   EXPECT_GT(ref.at("seconds").get<double>(), 0.0);
   const auto& mat = res[1];
   EXPECT_EQ(mat.at("method"), "materialized");
-  EXPECT_DOUBLE_EQ(mat.at("speedup").get<double>(),
-                   ref.at("seconds").get<double>() / mat.at("seconds").get<double>());
+  EXPECT_EQ(res[2].at("method"), "flash");
+  EXPECT_EQ(res[2].at("params"), "threads=1");
+  EXPECT_EQ(res[3].at("params"), "threads=all");
+  // Speedups are relative to the fastest exact row, which has speedup 1.
+  double fastest = ref.at("seconds").get<double>();
+  for (const auto& row : res)
+    if (row.at("exact").get<bool>()) fastest = std::min(fastest, row.at("seconds").get<double>());
+  for (const auto& row : res) {
+    EXPECT_DOUBLE_EQ(row.at("speedup").get<double>(), fastest / row.at("seconds").get<double>());
+    EXPECT_LE(row.at("speedup").get<double>(), 1.0 + 1e-12);
+  }
+  EXPECT_NE(w.at("speedup_baseline").get<std::string>().find("the fastest exact method ("),
+            std::string::npos);
+  // flash is exact: its error against the reference is at rounding level.
+  EXPECT_LT(res[3].at("max_abs_error").get<double>(), 1e-12);
 
   // The errors are those of the method's own output against the reference's.
   ASSERT_EQ(run("attention " + files + " --mask causal --method materialized --out " + q(dir / "m.npy")).code,
@@ -302,6 +315,10 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
     EXPECT_LE(ref.at("peak_bytes").get<double>(), 2 * copies + 16384);
     // materialized holds the (n_q x n_k) score matrix and the output at once.
     EXPECT_GE(mat.at("peak_bytes").get<double>(), static_cast<double>(n * n + n * d) * sizeof(double));
+    // flash on one thread: the output and lse plus one block's workspace,
+    // (d + d_v + B_k) B_q + 4 B_q scalars with B_k <= 128 + 16, B_q <= 64.
+    const double flash_bound = static_cast<double>(n * d + n + (d + d + 144) * 64 + 4 * 64) * sizeof(double);
+    EXPECT_LE(res[2].at("peak_bytes").get<double>(), flash_bound + 16384);
   }
 
   // CSV: a header and the same rows.
@@ -318,7 +335,7 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
     std::getline(fields, exact, ',');
     std::getline(fields, seconds, ',');
     EXPECT_EQ(method, row.at("method").get<std::string>());
-    EXPECT_EQ(params, "\"-\"");
+    EXPECT_EQ(params, "\"" + row.at("params").get<std::string>() + "\"");
     EXPECT_EQ(exact, "true");
     EXPECT_DOUBLE_EQ(std::stod(seconds), row.at("seconds").get<double>());
   }

@@ -134,13 +134,25 @@ TEST(Registry, BuiltinMethodsMatchTheReferenceOnBothScalarTypes) {
   }
 }
 
-TEST(SpeedupBaseline, IsTheReference) {
-  std::vector<CompareRow> rows(3);
-  rows[0].method = "materialized";
-  rows[1].method = "reference";
-  rows[2].method = "scaled";
+TEST(SpeedupBaseline, IsTheFastestExactMethod) {
+  const auto row = [](const char* method, const char* params, bool exact, double seconds) {
+    CompareRow r;
+    r.method = method;
+    r.params = params;
+    r.exact = exact;
+    r.seconds = seconds;
+    return r;
+  };
+  std::vector<CompareRow> rows = {row("reference", "-", true, 3.0), row("materialized", "-", true, 0.5),
+                                  row("approx", "eps=0.1", false, 0.1),  // faster, but not exact
+                                  row("flash", "threads=1", true, 0.7)};
   EXPECT_EQ(speedup_baseline(rows), 1u);
-  rows[1].method = "x";
+  EXPECT_EQ(speedup_baseline_description(rows), "the fastest exact method (materialized)");
+  rows[3].seconds = 0.2;
+  EXPECT_EQ(speedup_baseline(rows), 3u);
+  EXPECT_EQ(speedup_baseline_description(rows), "the fastest exact method (flash threads=1)");
+  for (CompareRow& r : rows)
+    r.exact = false;
   EXPECT_THROW(speedup_baseline(rows), std::logic_error);
 }
 
@@ -185,6 +197,33 @@ TEST(EvalCliInProcess, MethodOptionsReachTheKernelAndAreValidated) {
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("--gain"), std::string::npos);
   EXPECT_NE(r.out.find("method scaled, default 1"), std::string::npos) << r.out;
+}
+
+TEST(BuiltinMethods, FlashMatchesTheReferenceAndValidatesThreads) {
+  const Registry r = builtin_methods();
+  const Method* flash = r.find("flash");
+  ASSERT_NE(flash, nullptr);
+  EXPECT_TRUE(flash->exact);
+  const auto settings = flash->compare_settings();
+  ASSERT_EQ(settings.size(), 2u);
+  EXPECT_EQ(settings[0].to_string(), "threads=1");
+  EXPECT_EQ(settings[1].to_string(), "threads=all");
+  const RowMatrix<double> q = random_matrix<double>(30, 8, 21), k = random_matrix<double>(50, 8, 22),
+                          v = random_matrix<double>(50, 6, 23);
+  for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal}) {
+    const AttentionOptions o{Mask{kind, std::nullopt}, {}};
+    const auto want = reference_attention(q, k, v, o);
+    for (const MethodParams& p : settings) {
+      const auto got = flash->kernel<double>()(q, k, v, o, p);
+      // tests/attention/flash_test.cpp derives the kernel's bound; at this
+      // size (|logits| < 20, 50 keys) it is below 1e4 eps max|v|.
+      EXPECT_TRUE(matrices_near(got.output, want.output, 1e4 * test::eps<double>() * v.cwiseAbs().maxCoeff()))
+          << to_string(kind) << " " << p.to_string();
+    }
+  }
+  EXPECT_NO_THROW(flash->check(flash->resolve({{"threads", "3"}})));
+  for (const char* bad : {"0", "-1", "x", "1.5"})
+    EXPECT_THROW(flash->check(flash->resolve({{"threads", bad}})), std::invalid_argument) << bad;
 }
 
 TEST(EvalCliInProcess, CompareRunsEverySweepSettingWithItsKnownError) {
