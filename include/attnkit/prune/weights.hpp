@@ -29,11 +29,11 @@
 /// times more: see docs/benchmarks.md for measured times.
 /// Thread safety: pure functions.
 
+#include <algorithm>
 #include <optional>
 #include <type_traits>
 
 #include "attnkit/attention/reference.hpp"
-#include "attnkit/core/softmax.hpp"
 #include "attnkit/prune/statistics.hpp"
 
 namespace attnkit {
@@ -111,10 +111,15 @@ struct AttentionWeightOptions {
 /// The attention-aware weights W^p_ij = sum_n Q_ni Q_nj Cov_{p_n}(K~_i, K~_j),
 /// K~ = the keys with rows >= error_keys set to 0 (and the error rows centred
 /// when options.centre). Per window query n: p_n from the exact (reference)
-/// probabilities, Y = J_n K~ through softmax_jacobian_product (O(n D), no n x n
-/// Jacobian), C_n = K~^T Y and W += (q_n q_n^T) o C_n, over the keys query n sees.
+/// probabilities, then C_n = K~^T J_n K~ (J_n = diag(p_n) - p_n p_n^T, the
+/// softmax Jacobian of note 002) in its symmetric form
+/// (K~ - 1 mu^T)^T diag(p) (K~ - 1 mu^T) + tail mu mu^T (mu = K~^T p_n, tail =
+/// the probability on the visible keys without error): one rank-update of a
+/// centred block, half the flops of a general product and no cancellation, and
+/// W += (q_n q_n^T) o C_n, over the keys query n sees.
 /// \param window_queries (w x D); \param keys (n x D), n >= 1.
-/// \returns (D x D) symmetric PSD, double. O(w n D^2) time, O(n D) memory.
+/// \returns (D x D) symmetric PSD, double. O(w n D^2) time (w n D^2 / 2
+///          multiply-adds), O(n D) memory.
 /// \throws std::invalid_argument for empty inputs, mismatched widths, a bad
 ///         mask/scale, or error_keys outside [0, n].
 template <typename DQ, typename DK>
@@ -136,21 +141,28 @@ RowMatrix<double> attention_weights(const Eigen::MatrixBase<DQ>& window_queries,
   if (options.centre && error_keys > 0) kt.rowwise() -= kt.colwise().mean();
 
   RowMatrix<double> weights = RowMatrix<double>::Zero(d, d);
-  RowMatrix<double> y, c;
+  Eigen::MatrixXd x, c(d, d);
   for (Index t = 0; t < w; ++t) {
+    // Query t sees keys [0, visible); K~ is zero beyond the error keys.
     const Index visible = pb.mask.key_end(t);
     const Index rows = std::min(visible, error_keys);
     if (rows == 0) continue;
-    // K~ restricted to the visible keys is kt.topRows(rows) followed by zero rows.
-    const auto pt = p.row(t).head(visible);
-    // Y^T = (J K~)^T, one row per dimension; only its first `rows` columns meet non-zero K~ rows.
-    RowMatrix<double> grads = RowMatrix<double>::Zero(d, visible);
-    grads.leftCols(rows) = kt.topRows(rows).transpose();
-    y = softmax_jacobian_product(pt.replicate(d, 1), grads);
-    // C = K~^T J K~; the zero rows of K~ drop out of the left factor.
-    c.noalias() = y.leftCols(rows) * kt.topRows(rows);
+    const auto pt = p.row(t).head(rows);
+    const double tail = p.row(t).segment(rows, visible - rows).sum();
+    // C = K~^T J K~ with J = diag(p) - p p^T over the visible keys, in the
+    // symmetric form (K~ - 1 mu^T)^T diag(p) (K~ - 1 mu^T) + tail mu mu^T,
+    // mu = K~^T p, tail = the probability of the visible keys without error.
+    const Eigen::RowVectorXd mu = pt * kt.topRows(rows);
+    x = kt.topRows(rows);
+    x.rowwise() -= mu;
+    x = pt.transpose().cwiseSqrt().asDiagonal() * x;
+    c.setZero();
+    c.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
+    c.triangularView<Eigen::StrictlyUpper>() = c.transpose();
+    const Eigen::MatrixXd outer = mu.transpose() * mu;  // mu_i mu_j, then the scale: exactly symmetric
+    c += tail * outer;
     const Eigen::RowVectorXd q = window_queries.row(t).template cast<double>();
-    weights += (q.transpose() * q).cwiseProduct(0.5 * (c + c.transpose()));
+    weights += (q.transpose() * q).cwiseProduct(c);
   }
   return weights;
 }
