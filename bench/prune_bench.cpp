@@ -203,6 +203,7 @@ void register_speed_benchmarks() {
 // benchmark for the ratio table.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  RatioReporter() : ConsoleReporter(OO_None) {}
   void ReportRuns(const std::vector<Run>& reports) override {
     for (const Run& r : reports) {
       if (r.error_occurred) continue;

@@ -110,16 +110,14 @@ struct AttentionWeightOptions {
 
 /// The attention-aware weights W^p_ij = sum_n Q_ni Q_nj Cov_{p_n}(K~_i, K~_j),
 /// K~ = the keys with rows >= error_keys set to 0 (and the error rows centred
-/// when options.centre). Per window query n: p_n from the exact (reference)
-/// probabilities, then C_n = K~^T J_n K~ (J_n = diag(p_n) - p_n p_n^T, the
-/// softmax Jacobian of note 002) in its symmetric form
-/// (K~ - 1 mu^T)^T diag(p) (K~ - 1 mu^T) + tail mu mu^T (mu = K~^T p_n, tail =
-/// the probability on the visible keys without error): one rank-update of a
-/// centred block, half the flops of a general product and no cancellation, and
-/// W += (q_n q_n^T) o C_n, over the keys query n sees.
+/// when options.centre), p_n the exact (reference) attention row of window
+/// query n. Cov_{p_n}(K~) = K~^T J_n K~ with J_n = diag(p_n) - p_n p_n^T, the
+/// softmax Jacobian of note 002, is formed in its symmetric, centred form and
+/// folded with q_n q_n^T into rank updates of one D x D accumulator (see the
+/// comments in the code): w n D^2 / 2 multiply-adds, no cancellation.
 /// \param window_queries (w x D); \param keys (n x D), n >= 1.
-/// \returns (D x D) symmetric PSD, double. O(w n D^2) time (w n D^2 / 2
-///          multiply-adds), O(n D) memory.
+/// \returns (D x D) symmetric PSD, double. O(w n D^2) time, O(n D + 8192 D)
+///          memory.
 /// \throws std::invalid_argument for empty inputs, mismatched widths, a bad
 ///         mask/scale, or error_keys outside [0, n].
 template <typename DQ, typename DK>
@@ -139,31 +137,41 @@ RowMatrix<double> attention_weights(const Eigen::MatrixBase<DQ>& window_queries,
       reference_attention_probabilities(window_queries, keys, options.attention).template cast<double>();
   RowMatrix<double> kt = keys.topRows(error_keys).template cast<double>();
   if (options.centre && error_keys > 0) kt.rowwise() -= kt.colwise().mean();
+  const RowMatrix<double> q = window_queries.template cast<double>();
 
-  RowMatrix<double> weights = RowMatrix<double>::Zero(d, d);
-  Eigen::MatrixXd x, c(d, d);
-  for (Index t = 0; t < w; ++t) {
-    // Query t sees keys [0, visible); K~ is zero beyond the error keys.
-    const Index visible = pb.mask.key_end(t);
-    const Index rows = std::min(visible, error_keys);
-    if (rows == 0) continue;
-    const auto pt = p.row(t).head(rows);
-    const double tail = p.row(t).segment(rows, visible - rows).sum();
-    // C = K~^T J K~ with J = diag(p) - p p^T over the visible keys, in the
-    // symmetric form (K~ - 1 mu^T)^T diag(p) (K~ - 1 mu^T) + tail mu mu^T,
-    // mu = K~^T p, tail = the probability of the visible keys without error.
-    const Eigen::RowVectorXd mu = pt * kt.topRows(rows);
-    x = kt.topRows(rows);
-    x.rowwise() -= mu;
-    x = pt.transpose().cwiseSqrt().asDiagonal() * x;
-    c.setZero();
-    c.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
-    c.triangularView<Eigen::StrictlyUpper>() = c.transpose();
-    const Eigen::MatrixXd outer = mu.transpose() * mu;  // mu_i mu_j, then the scale: exactly symmetric
-    c += tail * outer;
-    const Eigen::RowVectorXd q = window_queries.row(t).template cast<double>();
-    weights += (q.transpose() * q).cwiseProduct(c);
+  // C_n = K~^T J_n K~ with J_n = diag(p_n) - p_n p_n^T over the keys query n
+  // sees, in the symmetric form
+  //   C_n = (K~ - 1 mu_n^T)^T diag(p_n) (K~ - 1 mu_n^T) + tail_n mu_n mu_n^T,
+  // mu_n = K~^T p_n, tail_n = p_n's mass on visible keys without error (K~ = 0
+  // there). Then (q q^T) o (X^T X) = (X diag(q))^T (X diag(q)), so every term
+  // is a rank update of one D x D accumulator with the rows
+  //   sqrt(p_nm) (k~_m - mu_n) o q_n,   and   sqrt(tail_n) (mu_n o q_n).
+  // Masked keys have p_nm = 0 and add nothing. The rows of all window queries
+  // for one block of keys are stacked, so each key block is read from cache w
+  // times and the update is one large symmetric rank-k product.
+  const RowMatrix<double> mu = p.leftCols(error_keys) * kt;  // (w x D)
+  Eigen::MatrixXd acc = Eigen::MatrixXd::Zero(d, d);
+  const Index block = std::max<Index>(16, 8192 / std::max<Index>(w, 1));
+  RowMatrix<double> stack;  // row-major: stack^T is the column-major D x (w r) factor of the rank update
+  for (Index b0 = 0; b0 < error_keys; b0 += block) {
+    const Index r = std::min(block, error_keys - b0);
+    stack.resize(w * r, d);
+    for (Index t = 0; t < w; ++t) {
+      const Eigen::VectorXd sqrt_p = p.row(t).segment(b0, r).transpose().cwiseSqrt();
+      stack.middleRows(t * r, r) =
+          sqrt_p.asDiagonal() * (kt.middleRows(b0, r).rowwise() - mu.row(t)) * q.row(t).asDiagonal();
+    }
+    acc.selfadjointView<Eigen::Lower>().rankUpdate(stack.transpose());
   }
+  for (Index t = 0; t < w; ++t) {
+    const Index visible = pb.mask.key_end(t);
+    if (visible <= error_keys || error_keys == 0) continue;
+    const double tail = p.row(t).segment(error_keys, visible - error_keys).sum();
+    const Eigen::VectorXd v = mu.row(t).cwiseProduct(q.row(t)).transpose();
+    acc.selfadjointView<Eigen::Lower>().rankUpdate(v, tail);
+  }
+  acc.triangularView<Eigen::StrictlyUpper>() = acc.transpose();
+  const RowMatrix<double> weights = acc;
   return weights;
 }
 
