@@ -475,6 +475,8 @@ void run_heads(int heads, const std::vector<Index>& dims) {
                      [&](std::size_t a, std::size_t b) { return median_of(ratio[a]) < median_of(ratio[b]); });
     std::printf("\n### LLM-like%s, D = %ld, lambda = 0.5, %d heads (seeds 1..%d): output error / ThinK's\n\n",
                 heads_derotate ? " with RoPE undone" : "", static_cast<long>(d), heads, heads);
+    if (quality_weight_keys == WeightKeys::compressed)
+      std::printf("Weights over the compressed keys only (ThinK's row too).\n\n");
     std::printf(
         "ThinK's output error: median %.4f over heads. Per-head best configuration (chosen after the "
         "fact): median ratio %.3f, worst %.3f.\n\n",
