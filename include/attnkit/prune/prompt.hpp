@@ -56,7 +56,9 @@ struct PruneOptions {
   WeightKeys weight_keys = WeightKeys::prompt;
   /// Ridge of the regression compensation and of the residual selector.
   CompensationOptions fit{};
-  /// Logit scale (attention weights and the cache); std::nullopt = 1/sqrt(D).
+  /// Logit scale of the attention rows behind the attention-aware weights;
+  /// std::nullopt = 1/sqrt(D). Pass the same scale to the cache's attention()
+  /// and logits() calls (the protocol does).
   std::optional<double> scale{};
   /// PrunedCacheOptions::compress_overflow of the resulting cache.
   bool compress_overflow = true;
