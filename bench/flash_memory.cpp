@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
     attnkit::RowMatrix<float> q, k, v;
   } w{attnkit::RowMatrix<float>(n, d), attnkit::RowMatrix<float>(n, d), attnkit::RowMatrix<float>(n, d)};
   for (auto* m : {&w.q, &w.k, &w.v})
-    for (attnkit::Index i = 0; i < m->size(); ++i) m->data()[i] = static_cast<float>(rng.normal());
+    for (attnkit::Index i = 0; i < m->size(); ++i)
+      m->data()[i] = static_cast<float>(rng.normal());
   attnkit::AttentionResult<float> r{attnkit::RowMatrix<float>::Zero(n, d), attnkit::Vector<float>::Zero(n)};
   if (std::strcmp(argv[1], "flash") == 0) {
     attnkit::flash_attention_into(w.q, w.k, w.v, r.output, r.lse, {attnkit::Mask::causal()});
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     }
     r.output = attnkit::bench::materialized_attention(w.q, w.k, w.v, true);
   }
-  std::printf("%s n = %ld d = %ld: output checksum %.6g\n", argv[1], static_cast<long>(n), static_cast<long>(d),
-              static_cast<double>(r.output.sum()));
+  std::printf("%s n = %ld d = %ld: output checksum %.6g\n", argv[1], static_cast<long>(n),
+              static_cast<long>(d), static_cast<double>(r.output.sum()));
   return 0;
 }

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +28,7 @@
 #include "eval/inputs.hpp"
 #include "eval/memory.hpp"
 #include "eval/methods.hpp"
+#include "eval/prune_options.hpp"
 #include "eval/run.hpp"
 
 extern char** environ;
@@ -222,6 +225,59 @@ void compare_command(const Registry& registry, CommonFlags& f, const ProblemShap
   out << "plot: " << plot_path << '\n';
 }
 
+/// `prune`: runs the protocol on every head (grouped-query heads choose their
+/// dimensions per query head, over their shared key head), writes the kept
+/// dimensions and the judged outputs, prints a table of the metrics.
+template <typename Scalar>
+void prune_command(CommonFlags& f, const ProblemShape& shape, PruneProtocolOptions po,
+                   const std::string& dims_path, const std::string& out_path, std::ostream& out,
+                   std::ostream& err) {
+  Progress progress(err, f.quiet);
+  const Inputs<Scalar> in = load_inputs<Scalar>(f.spec, shape);
+  const Index heads = shape.q_heads;
+  std::vector<std::int64_t> dims;
+  Index kept = 0, judged = 0, first = 0;
+  RowMatrix<Scalar> outputs;
+  std::vector<double> errors;
+  std::ostringstream table;
+  table << "head  kept  output_error  logit_rmse  dropped_weight  key_bytes_before  key_bytes_after\n";
+  for (Index h = 0; h < heads; ++h) {
+    const Index g = shape.kv_head(h);
+    const PruneProtocolResult<Scalar> r = run_prune_protocol(in.q.head(h), in.k.head(g), in.v.head(g), po);
+    kept = r.selection.kept_count();
+    judged = r.output.rows();
+    first = r.first_judged;
+    for (const Index c : r.selection.kept())
+      dims.push_back(static_cast<std::int64_t>(c));
+    if (outputs.size() == 0) outputs.resize(heads * judged, shape.d_v);
+    outputs.middleRows(h * judged, judged) = r.output;
+    errors.push_back(r.output_error);
+    char line[200];
+    std::snprintf(line, sizeof line, "%4ld  %4ld  %12.4g  %10.4g  %14.4g  %16zu  %15zu\n",
+                  static_cast<long>(h), static_cast<long>(kept), r.output_error, r.logit_rmse,
+                  r.objective_total > 0 ? r.objective / r.objective_total : 0.0, r.memory.unpruned_bytes,
+                  r.memory.total_bytes());
+    table << line;
+    progress.step("prune", h + 1, heads);
+  }
+  std::sort(errors.begin(), errors.end());
+  const std::size_t n = errors.size();
+  const double median = n % 2 ? errors[n / 2] : 0.5 * (errors[n / 2 - 1] + errors[n / 2]);
+  out << "prune " << to_string(po.prune.config) << ", ratio " << po.prune.ratio << ": keep " << kept << " of "
+      << shape.d << " key dimensions; " << heads << " head(s), " << judged << " judged queries each (tokens "
+      << first << ".." << first + judged - 1 << "), window " << po.window << ", recent " << po.prune.recent
+      << "\n"
+      << table.str() << "median output error " << median << "\n";
+  write_array("--out-dims", dims_path,
+              shape.three_d ? std::vector<Index>{heads, kept} : std::vector<Index>{kept}, dims.data(),
+              dims.size());
+  if (!out_path.empty())
+    write_array(
+        "--out", out_path,
+        shape.three_d ? std::vector<Index>{heads, judged, shape.d_v} : std::vector<Index>{judged, shape.d_v},
+        outputs.data(), static_cast<std::size_t>(outputs.size()));
+}
+
 /// attnkit-eval's main. `probe` may be null (peak bytes n/a).
 inline int run_cli(int argc, const char* const* argv, const Registry& registry, PeakMemoryProbe* probe,
                    std::ostream& out, std::ostream& err) {
@@ -252,20 +308,31 @@ inline int run_cli(int argc, const char* const* argv, const Registry& registry, 
                                 o.help + " (method " + m.name + ", default " + o.default_value + ")");
     }
 
-  // prune: the interface is fixed; the implementation arrives with attnkit/prune.
+  // prune: the protocol (docs/pruning.md) per head.
   CommonFlags pf;
-  std::string ratio, weights, select, compensation, window, recent, prompt, out_dims, prune_out;
-  CLI::App* prune = app.add_subcommand("prune", "choose the key dimensions to keep (not available yet)");
+  PruneFlags pr;
+  std::string out_dims, prune_out;
+  CLI::App* prune = app.add_subcommand(
+      "prune", "choose the key dimensions to keep and judge them by the queries after the prompt");
   add_common_flags(prune, pf);
-  prune->add_option("--ratio", ratio, "share of the key dimensions to drop");
-  prune->add_option("--weights", weights, "dimension weights");
-  prune->add_option("--select", select, "selection rule");
-  prune->add_option("--compensation", compensation, "compensation");
-  prune->add_option("--window", window, "judged query window");
-  prune->add_option("--recent", recent, "recent tokens kept uncompressed");
-  prune->add_option("--prompt", prompt, "prompt length N0");
-  prune->add_option("--out-dims", out_dims, "kept dimensions .npy");
-  prune->add_option("--out", prune_out, "outputs of the judged queries over the pruned cache .npy");
+  prune->add_option("--ratio", pr.ratio, "share of the key dimensions to drop, in [0, 1)")->required();
+  prune->add_option("--weights", pr.weights,
+                    std::string("dimension weights: ") + prune_weights_names() + " (default gram)");
+  prune->add_option("--select", pr.select,
+                    std::string("selector: ") + prune_selector_names() + " (default topk)");
+  prune->add_option("--compensation", pr.compensation,
+                    std::string("compensation: ") + prune_compensation_names() + " (default none)");
+  prune->add_option("--rope-pairs", pr.rope_pairs, "keep rotary pairs together: interleaved | half | none");
+  prune->add_flag("--scale-correction", pr.scale_correction, "rescale kept dimensions by sqrt(D/D')");
+  prune->add_option("--window", pr.window,
+                    "W: the last prompt queries that choose the dimensions (default 32)");
+  prune->add_option("--recent", pr.recent,
+                    "R: the most recent prompt keys kept at full dimension (default 32)");
+  prune->add_option("--prompt", pr.prompt,
+                    "N0: prompt length; the queries after it are judged (default n: every query judged)");
+  prune->add_option("--out-dims", out_dims, "kept dimensions .npy (int64): (D') or (heads, D')")->required();
+  prune->add_option("--out", prune_out,
+                    "outputs of the judged queries .npy: (n_j, d_v) or (heads, n_j, d_v)");
 
   // compare
   CommonFlags cf;
@@ -294,11 +361,24 @@ inline int run_cli(int argc, const char* const* argv, const Registry& registry, 
 
   const char* command = attention->parsed() ? "attention" : (prune->parsed() ? "prune" : "compare");
   try {
-    if (prune->parsed())
-      throw UsageError(
-          "pruning is not available yet in this build of attnkit (it arrives with attnkit/prune); nothing "
-          "was "
-          "written");
+    if (prune->parsed()) {
+      PruneProtocolOptions po = parse_prune_protocol(pr);
+      if (pf.mask.mask != "none" && pf.mask.mask != "causal")
+        throw UsageError("--mask " + pf.mask.mask + ": prune judges the queries causally (the protocol)");
+      check_writable("--out-dims", out_dims);
+      check_writable("--out", prune_out);
+      const ProblemShape shape = resolve_shape(pf);
+      if (pf.mask.has_offset) throw UsageError("--offset: prune has no offset (one query per token, causal)");
+      if (shape.n_q != shape.n_k)
+        throw UsageError("prune needs one query per token: Q has " + std::to_string(shape.n_q) + " rows, K " +
+                         std::to_string(shape.n_k));
+      po.prune.scale = make_attention_options(pf.mask, shape).scale;  // validates --scale
+      if (shape.dtype == NpyDtype::float32)
+        prune_command<float>(pf, shape, po, out_dims, prune_out, out, err);
+      else
+        prune_command<double>(pf, shape, po, out_dims, prune_out, out, err);
+      return 0;
+    }
 
     if (attention->parsed()) {
       const Method* method = registry.find(method_name);

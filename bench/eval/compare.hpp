@@ -81,7 +81,7 @@ std::vector<CompareRow> run_compare(const Registry& registry, const Inputs<Scala
     for (const MethodParams& params : m->compare_settings()) {
       CompareRow row;
       row.method = m->name;
-      row.params = params.to_string();
+      row.params = m->describe(params);
       row.exact = m->exact;
       const std::string label = m->name + (params.values().empty() ? "" : " " + row.params);
       Stacked<Scalar> out = make_stacked<Scalar>(in.shape);

@@ -19,6 +19,8 @@
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/core/types.hpp"
+#include "attnkit/prune/prompt.hpp"
+#include "eval/prune_options.hpp"
 
 namespace attnkit::eval {
 
@@ -125,6 +127,12 @@ struct Method {
   std::function<void(const MethodParams&)> check;
   Kernel<float> run_float;
   Kernel<double> run_double;
+  /// Optional: the `params` column for resolved parameters; default
+  /// MethodParams::to_string() ("name=value ...").
+  std::function<std::string(const MethodParams&)> label;
+
+  /// The `params` column for resolved parameters.
+  std::string describe(const MethodParams& p) const { return label ? label(p) : p.to_string(); }
 
   /// Sets the kernel for both scalar types from one generic callable
   /// `(const auto& q, const auto& k, const auto& v, const AttentionOptions&, const MethodParams&)`.
@@ -230,6 +238,24 @@ inline int flash_threads(const MethodParams& p) {
   return static_cast<int>(t);
 }
 
+/// The prune method's options as PruneFlags.
+/// \throws std::invalid_argument naming the flag for a bad --scale-correction.
+inline PruneFlags prune_flags(const MethodParams& p) {
+  PruneFlags f;
+  f.ratio = p.text("ratio");
+  f.weights = p.text("weights");
+  f.select = p.text("select");
+  f.compensation = p.text("compensation");
+  f.rope_pairs = p.text("rope-pairs");
+  const std::string& sc = p.text("scale-correction");
+  if (sc != "on" && sc != "off")
+    throw std::invalid_argument("--scale-correction " + sc + ": expected on or off");
+  f.scale_correction = sc == "on";
+  f.window = p.text("window");
+  f.recent = p.text("recent");
+  return f;
+}
+
 // ---------------------------------------------------------------------------
 // THE METHODS. Adding a method is one block here, e.g. for a kernel in
 // attnkit/attention/flash.hpp (include it at the top of this file):
@@ -273,6 +299,46 @@ inline Registry builtin_methods() {
     m.set_kernel(
         [](const auto& q, const auto& k, const auto& v, const AttentionOptions& o, const MethodParams& p) {
           return flash_attention(q, k, v, o, FlashConfig{flash_threads(p)});
+        });
+    r.add(std::move(m));
+  }
+  {
+    // Every query attends to the whole key set through a pruned key cache whose
+    // dimensions the last `window` queries chose (the protocol with N0 = n;
+    // `attnkit-eval prune` runs the full protocol with a prompt length).
+    Method m("prune",
+             "key-dimension pruning: attention over a pruned key cache (attnkit/prune, docs/pruning.md)",
+             false);
+    m.options = {{"ratio", "0.5", "prune: share of the key dimensions to drop, in [0, 1)"},
+                 {"weights", "gram", std::string("prune: dimension weights, ") + prune_weights_names()},
+                 {"select", "topk", std::string("prune: selector, ") + prune_selector_names()},
+                 {"compensation", "none", std::string("prune: compensation, ") + prune_compensation_names()},
+                 {"rope-pairs", "none", "prune: keep rotary pairs together, interleaved | half | none"},
+                 {"scale-correction", "off", "prune: rescale kept dimensions by sqrt(D/D'), on | off"},
+                 {"window", "32", "prune: the last queries that choose the dimensions"},
+                 {"recent", "32", "prune: most recent keys kept at full dimension"}};
+    // ThinK, the graph greedy + swap with regression, and the best
+    // fixed configuration on LLM-like heads (docs/pruning.md).
+    m.sweep = {
+        {{"weights", "gram"}, {"select", "topk"}, {"compensation", "none"}},
+        {{"weights", "gram"}, {"select", "swap"}, {"compensation", "regression"}},
+        {{"weights", "attention"}, {"select", "greedy-remove-literal"}, {"compensation", "regression"}}};
+    m.check = [](const MethodParams& p) { parse_prune_protocol(prune_flags(p)); };
+    // "ratio=0.5 gram/swap/regression", plus the options that differ from their defaults.
+    m.label = [defaults = m.resolve()](const MethodParams& p) {
+      std::string s = "ratio=" + p.text("ratio") + " " + p.text("weights") + "/" + p.text("select") + "/" +
+                      p.text("compensation");
+      for (const char* extra : {"rope-pairs", "scale-correction", "window", "recent"})
+        if (p.text(extra) != defaults.text(extra)) s += std::string(" ") + extra + "=" + p.text(extra);
+      return s;
+    };
+    m.set_kernel(
+        [](const auto& q, const auto& k, const auto& v, const AttentionOptions& o, const MethodParams& p) {
+          const PruneProtocolOptions po = parse_prune_protocol(prune_flags(p));
+          PruneOptions opt = po.prune;
+          opt.scale = o.scale;
+          const auto pruned = prune_prompt(q.bottomRows(std::min(po.window, q.rows())), k, opt);
+          return pruned.cache.attention(q, v, o);
         });
     r.add(std::move(m));
   }

@@ -22,3 +22,17 @@
 #include "attnkit/io/npy.hpp"
 
 #include "attnkit/workload/synthetic.hpp"
+
+// Key-dimension pruning (seed note 000, issue 5).
+#include "attnkit/prune/cache.hpp"
+#include "attnkit/prune/compensation.hpp"
+#include "attnkit/prune/config.hpp"
+#include "attnkit/prune/greedy.hpp"
+#include "attnkit/prune/local_search.hpp"
+#include "attnkit/prune/optimum.hpp"
+#include "attnkit/prune/prompt.hpp"
+#include "attnkit/prune/protocol.hpp"
+#include "attnkit/prune/residual.hpp"
+#include "attnkit/prune/selection.hpp"
+#include "attnkit/prune/statistics.hpp"
+#include "attnkit/prune/weights.hpp"

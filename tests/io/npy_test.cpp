@@ -179,6 +179,37 @@ TEST(NpyWriter, WritesTheBytesNumpyWrites) {
   check("f4_empty.npy", counting_array<float>({0, 4}), {});
 }
 
+// Index arrays (attnkit-eval prune's kept dimensions) are written as int64:
+// the same header as numpy's with descr '<i8', little-endian values. The
+// reader reads floats only and refuses them by name.
+TEST(NpyWriter, WritesInt64IndexArraysThatTheFloatReaderRefuses) {
+  const std::vector<std::int64_t> dims = {0, 5, 7, 63, -2, 1LL << 40};
+  std::ostringstream out;
+  write_npy(out, {2, 3}, dims.data(), dims.size(), {}, "dims");
+  const std::string bytes = out.str();
+  std::ostringstream as_float;
+  const std::vector<double> same(6, 0.0);
+  write_npy(as_float, {2, 3}, same.data(), same.size());
+  std::string expected_header = as_float.str().substr(0, 128);
+  const std::size_t code = expected_header.find("<f8");
+  ASSERT_NE(code, std::string::npos);
+  expected_header.replace(code, 3, "<i8");
+  ASSERT_EQ(bytes.size(), 128u + 6 * 8);
+  EXPECT_EQ(bytes.substr(0, 128), expected_header);
+  for (std::size_t e = 0; e < dims.size(); ++e) {
+    std::uint64_t v = 0;
+    for (int b = 7; b >= 0; --b)
+      v = (v << 8) | static_cast<unsigned char>(bytes[128 + 8 * e + static_cast<std::size_t>(b)]);
+    EXPECT_EQ(static_cast<std::int64_t>(v), dims[e]) << e;
+  }
+  try {
+    parse_npy<double>(bytes.data(), bytes.size(), "dims.npy");
+    ADD_FAILURE() << "the reader accepted an int64 file";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("dims.npy"), std::string::npos) << e.what();
+  }
+}
+
 TEST(NpyReader, Float64ReadAsFloatIsRoundedOnce) {
   ScratchDir dir;
   NpyArray<double> a{{4}, {0.1, 1.0 / 3.0, 1e-50, 1e300}};

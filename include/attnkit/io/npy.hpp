@@ -84,6 +84,21 @@ constexpr NpyDtype npy_dtype_of() {
   return std::is_same_v<Scalar, float> ? NpyDtype::float32 : NpyDtype::float64;
 }
 
+namespace detail {
+/// The type code write_npy puts in 'descr' for Scalar: the reader's two float
+/// types, plus 64-bit integers for index arrays (e.g. kept dimensions), which
+/// attnkit writes but does not read.
+template <typename Scalar>
+constexpr const char* npy_type_code() {
+  static_assert(
+      std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double> || std::is_same_v<Scalar, std::int64_t>,
+      "attnkit writes float, double and std::int64_t arrays");
+  if constexpr (std::is_same_v<Scalar, float>) return "f4";
+  if constexpr (std::is_same_v<Scalar, double>) return "f8";
+  return "i8";
+}
+}  // namespace detail
+
 /// Longest header (the dict with its padding) the reader accepts. The header
 /// of a 1- to 3-D float array is under 128 bytes; numpy itself refuses headers
 /// over 10000 bytes by default.
@@ -493,8 +508,8 @@ NpyArray<Scalar> read_npy(const std::string& path) {
   return a;
 }
 
-/// Writes a 1- to 3-D array of Scalar (float32 or float64 in the file) given
-/// its shape and its elements in C order.
+/// Writes a 1- to 3-D array of Scalar (float32, float64, or int64 for index
+/// arrays) given its shape and its elements in C order.
 /// \param name used in error messages.
 /// \throws std::invalid_argument when the shape has not 1 to 3 dimensions, a
 ///         dimension is negative, the element count differs from the shape's,
@@ -502,7 +517,6 @@ NpyArray<Scalar> read_npy(const std::string& path) {
 template <typename Scalar>
 void write_npy(std::ostream& out, const std::vector<Index>& shape, const Scalar* data, std::size_t count,
                const NpyWriteOptions& options = {}, const std::string& name = "<stream>") {
-  const NpyDtype dtype = npy_dtype_of<Scalar>();
   if (shape.empty() || shape.size() > 3)
     detail::npy_fail(name, "cannot write a ", shape.size(), "-D array (attnkit writes 1- to 3-D)");
   std::size_t expected = 1;
@@ -517,8 +531,7 @@ void write_npy(std::ostream& out, const std::vector<Index>& shape, const Scalar*
   const int version = options.version == 0 ? 1 : options.version;
 
   const bool big = options.byte_order == NpyByteOrder::big;
-  std::string dict = std::string("{'descr': '") + (big ? '>' : '<') +
-                     (dtype == NpyDtype::float32 ? "f4" : "f8") +
+  std::string dict = std::string("{'descr': '") + (big ? '>' : '<') + detail::npy_type_code<Scalar>() +
                      "', 'fortran_order': " + (options.fortran_order ? "True" : "False") +
                      ", 'shape': " + npy_shape_string(shape) + ", }";
   const std::size_t prefix = version == 1 ? 10 : 12;

@@ -1,0 +1,59 @@
+#pragma once
+
+/// \file attnkit/prune/detail/row_buffer.hpp
+/// A row-major matrix that grows by appending rows (amortised doubling) and
+/// shrinks from the front: the storage of attnkit::PrunedKeyCache.
+
+#include <algorithm>
+#include <cstddef>
+
+#include "attnkit/core/types.hpp"
+
+namespace attnkit::detail {
+
+template <typename Scalar>
+class RowBuffer {
+ public:
+  explicit RowBuffer(Index cols = 0) : data_(0, cols) {}
+
+  Index rows() const { return rows_; }
+  Index cols() const { return data_.cols(); }
+  Index capacity() const { return data_.rows(); }
+
+  /// The valid rows, (rows() x cols()).
+  auto view() const { return data_.topRows(rows_); }
+
+  /// Appends the rows of `m` (same number of columns).
+  template <typename Derived>
+  void append(const Eigen::MatrixBase<Derived>& m) {
+    reserve(rows_ + m.rows());
+    data_.middleRows(rows_, m.rows()) = m;
+    rows_ += m.rows();
+  }
+
+  /// Removes the first `count` rows, moving the others up. O(rows() cols()).
+  void drop_front(Index count) {
+    count = std::min(count, rows_);
+    const Index rest = rows_ - count;
+    for (Index r = 0; r < rest; ++r)
+      data_.row(r) = data_.row(r + count);
+    rows_ = rest;
+  }
+
+  /// Bytes of the valid rows.
+  std::size_t bytes() const { return sizeof(Scalar) * static_cast<std::size_t>(rows_ * cols()); }
+  /// Bytes allocated (valid rows plus spare capacity).
+  std::size_t allocated_bytes() const { return sizeof(Scalar) * static_cast<std::size_t>(data_.size()); }
+
+ private:
+  void reserve(Index rows) {
+    if (rows <= data_.rows()) return;
+    const Index cap = std::max<Index>({rows, 2 * data_.rows(), 16});
+    data_.conservativeResize(cap, Eigen::NoChange);
+  }
+
+  RowMatrix<Scalar> data_;
+  Index rows_ = 0;
+};
+
+}  // namespace attnkit::detail
