@@ -27,6 +27,9 @@
 //   prune_bench --heads=8 [--d=64|128] [--derotate]
 //
 // --derotate undoes the generator's rotary encoding first (a diagnostic).
+// --high-frequency-amplitude=X sets LlmLikeOptions::high_frequency_amplitude of
+// every LLM-like head (default 0.1; 1 = every rotary pair with equal energy).
+// It also applies to --quality and --optimum-gap.
 //
 // Distance to the optimum on 200 random D = 16 instances per family:
 //
@@ -59,6 +62,15 @@ Index speed_n = 32768;
 constexpr Index kSpeedD = 128;
 WeightKeys quality_weight_keys = WeightKeys::prompt;
 bool heads_derotate = false;
+// Options of every LLM-like head in --quality, --heads and --optimum-gap;
+// --high-frequency-amplitude=1 gives the flat rotary energy profile.
+LlmLikeOptions llm_options{};
+
+// The quality workloads: cached_workload's seed, the LLM-like options above.
+Workload<float> quality_workload(WorkloadKind kind, Index n, Index d) {
+  if (kind == WorkloadKind::llm_like) return make_llm_like_workload<float>({n, n, d, d}, 2026, llm_options);
+  return cached_workload<float>(kind, n, n, d);
+}
 
 // Undoes the LLM-like generator's rotary encoding (half layout, base 10000):
 // row r of x is the token at position r. A diagnostic of what RoPE costs
@@ -330,7 +342,7 @@ void run_quality(const std::vector<WorkloadKind>& kinds, const std::vector<Index
   std::vector<QualityRow> rows;
   for (const WorkloadKind kind : kinds)
     for (const Index d : dims) {
-      const Workload<float>& w = cached_workload<float>(kind, n, n, d);
+      const Workload<float> w = quality_workload(kind, n, d);
       PruneProtocolOptions o;
       o.prompt = n0;
       o.window = kWindow;
@@ -449,7 +461,8 @@ void run_heads(int heads, const std::vector<Index>& dims) {
     std::vector<std::vector<double>> ratio(configs.size());
     std::vector<double> think_error, best_ratio;
     for (int h = 1; h <= heads; ++h) {
-      Workload<float> w = make_llm_like_workload<float>({n, n, d, d}, static_cast<std::uint64_t>(h));
+      Workload<float> w =
+          make_llm_like_workload<float>({n, n, d, d}, static_cast<std::uint64_t>(h), llm_options);
       if (heads_derotate) {
         derotate(w.q);
         derotate(w.k);
@@ -561,8 +574,8 @@ void run_optimum_gap(int instances) {
           q = correlated(rng, kWindow, d);
           k = correlated(rng, 256, d);
         } else {
-          const Workload<double> w =
-              make_llm_like_workload<double>({512, 512, d, d}, static_cast<std::uint64_t>(1000 + i));
+          const Workload<double> w = make_llm_like_workload<double>(
+              {512, 512, d, d}, static_cast<std::uint64_t>(1000 + i), llm_options);
           q = w.q.bottomRows(kWindow);
           k = w.k;
         }
@@ -618,6 +631,8 @@ int main(int argc, char** argv) {
       heads = std::stoi(a.substr(8));
     } else if (a == "--derotate") {
       heads_derotate = true;
+    } else if (a.rfind("--high-frequency-amplitude=", 0) == 0) {
+      llm_options.high_frequency_amplitude = std::stod(a.substr(27));
     } else if (a == "--weight-keys=compressed") {
       quality_weight_keys = WeightKeys::compressed;
     } else if (a.rfind("--instances=", 0) == 0) {

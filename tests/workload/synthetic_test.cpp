@@ -105,27 +105,24 @@ TEST(SyntheticLlmLike, HasOutlierChannelsMeanKeySinkAndRequestedLogitScale) {
   const Index d = 128, n = 1024;
   LlmLikeOptions opt;
   const auto w = make_llm_like_workload<double>({n, n, d, d}, 9, opt);
-  // Outlier channels: d/64 = 2 pairs = 4 channels at 10..50x the median norm;
-  // every other channel within a small factor of it.
+  // Outlier channels: d/64 = 2 pairs = 4 channels, the largest by far, at
+  // exactly 10..50x the median norm (the pair RMS is exact), in the
+  // lowest-frequency quarter of the pairs; every other channel below 10x.
   Eigen::VectorXd norms = w.k.colwise().norm().transpose();
   Eigen::VectorXd sorted = norms;
   std::sort(sorted.data(), sorted.data() + d);
   const double median = 0.5 * (sorted(d / 2 - 1) + sorted(d / 2));
+  const double fifth_largest = sorted(d - 5);
+  EXPECT_LT(fifth_largest / median, 10.0);
   int outliers = 0;
   for (Index c = 0; c < d; ++c) {
-    const double r = norms(c) / median;
-    if (r > 5) {
-      ++outliers;
-      // The pair RMS is exact; a single channel of the pair can deviate a bit.
-      const Index partner = rotary_partner(c, d, RotaryLayout::half);
-      const double pair = std::sqrt(0.5 * (norms(c) * norms(c) + norms(partner) * norms(partner))) / median;
-      EXPECT_GE(pair, 10.0 * (1 - 1e-9));
-      EXPECT_LE(pair, 50.0 * (1 + 1e-9));
-      // Massive channels sit in the lowest-frequency quarter of the pairs.
-      EXPECT_GE(rotary_pair(c, d, RotaryLayout::half), d / 2 - d / 8);
-    } else {
-      EXPECT_LT(r, 3.0);
-    }
+    if (norms(c) <= fifth_largest) continue;
+    ++outliers;
+    const Index partner = rotary_partner(c, d, RotaryLayout::half);
+    const double pair = std::sqrt(0.5 * (norms(c) * norms(c) + norms(partner) * norms(partner))) / median;
+    EXPECT_GE(pair, 10.0 * (1 - 1e-9));
+    EXPECT_LE(pair, 50.0 * (1 + 1e-9));
+    EXPECT_GE(rotary_pair(c, d, RotaryLayout::half), d / 2 - d / 8);
   }
   EXPECT_EQ(outliers, 4);
   // A non-zero mean key: its norm is a sizeable part of the typical key norm.
@@ -150,12 +147,49 @@ TEST(SyntheticLlmLike, HasOutlierChannelsMeanKeySinkAndRequestedLogitScale) {
   EXPECT_LT(w.v.row(0).norm(), 0.5 * w.v.bottomRows(n - 1).rowwise().norm().mean());
 }
 
+// Energy over the rotary frequencies: pair p's amplitude is
+// high_frequency_amplitude^(1 - p / (P - 1)) (RoPE preserves a pair's norm),
+// so the slowest quarter of the pairs carries far more than the fastest.
+TEST(SyntheticLlmLike, EnergyConcentratesInTheSlowRotaryPairs) {
+  const Index n = 1024, d = 64, pairs = d / 2;
+  const auto pair_norms = [&](double amplitude) {
+    LlmLikeOptions opt;
+    opt.outlier_pairs = 0;
+    opt.high_frequency_amplitude = amplitude;
+    const auto w = make_llm_like_workload<double>({n, n, d, d}, 12, opt);
+    Eigen::VectorXd norms(pairs);
+    for (Index p = 0; p < pairs; ++p) {
+      const auto [a, b] = rotary_pair_dims(p, d, RotaryLayout::half);
+      norms(p) = std::sqrt(w.k.col(a).squaredNorm() + w.k.col(b).squaredNorm());
+    }
+    return norms;
+  };
+  const Eigen::VectorXd flat = pair_norms(1.0), decaying = pair_norms(0.1);
+  const auto slow_over_fast = [&](const Eigen::VectorXd& x) {
+    return x.tail(pairs / 4).mean() / x.head(pairs / 4).mean();
+  };
+  // Flat: equal energy up to sampling noise. Decaying: the quarters' mean
+  // amplitudes are 0.1^(1/8 .. 0) and 0.1^(1 .. 7/8), a ratio of about 10^0.75.
+  EXPECT_NEAR(slow_over_fast(flat), 1.0, 0.35);
+  EXPECT_GT(slow_over_fast(decaying), 0.5 * std::pow(10.0, 0.75));
+  EXPECT_LT(slow_over_fast(decaying), 2.0 * std::pow(10.0, 1.0));
+  EXPECT_TRUE(throws_invalid_argument(
+      [] {
+        LlmLikeOptions bad;
+        bad.high_frequency_amplitude = 0;
+        make_llm_like_workload<float>({4, 4, 16, 4}, 1, bad);
+      },
+      {"high_frequency_amplitude = 0"}));
+}
+
 TEST(SyntheticLlmLike, KeysAreRotatedByTheirPosition) {
   // Before RoPE every key shares the mean key mu. Undoing the rotation of key j
   // (rotating by -j) must restore a large common mean in the fast-turning
   // pairs, which after RoPE average out over the positions.
   const Index n = 256, d = 32;
-  const auto w = make_llm_like_workload<double>({4, n, d, 4}, 10);
+  LlmLikeOptions flat;  // every pair with the same energy: the fast pairs show it
+  flat.high_frequency_amplitude = 1.0;
+  const auto w = make_llm_like_workload<double>({4, n, d, 4}, 10, flat);
   RowMatrix<double> unrotated(n - 1, d);
   for (Index j = 1; j < n; ++j)
     unrotated.row(j - 1) = apply_rotary(w.k.row(j), -j);

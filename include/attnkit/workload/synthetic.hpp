@@ -18,9 +18,10 @@
 /// | clustered   | peaked, content-based attention: keys form topics, a query       |
 /// |             | attends to a handful of keys in its own topic                    |
 /// | llm_like    | measured traits of trained decoder heads: low-rank keys with a   |
-/// |             | large shared mean, a few low-frequency "massive" channels with   |
-/// |             | 10-50x the norm of the median channel, an attention sink at      |
-/// |             | token 0 with a small value, rotary position encoding             |
+/// |             | large shared mean, energy concentrated in the low-frequency      |
+/// |             | rotary pairs, a few low-frequency "massive" channels with 10-50x |
+/// |             | the norm of the median channel, an attention sink at token 0     |
+/// |             | with a small value, rotary position encoding                     |
 ///
 /// docs/workloads.md describes each generator in full, with measured
 /// statistics of the attention they produce.
@@ -116,6 +117,14 @@ struct LlmLikeOptions {
   /// Share of an outlier channel's energy that is constant across tokens
   /// (massive activations act mostly as a bias), in [0, 1].
   double outlier_mean_fraction = 0.9;
+  /// Amplitude of the fastest-turning rotary pair of Q and K relative to the
+  /// slowest-turning one; the pairs in between interpolate geometrically
+  /// (massive channels are set separately). Trained models put most of the
+  /// energy of Q and K in the slowly turning, low-frequency pairs, where
+  /// content survives the rotation, and use the fast pairs for positional
+  /// patterns (Barbero et al. 2024, "Round and Round We Go!", Gemma 7B and
+  /// Llama 3.1 8B). In (0, 1]; 1 gives every pair the same energy.
+  double high_frequency_amplitude = 0.1;
   /// Rank of the token-dependent part of the keys and queries (they share one
   /// subspace, so attention is content-based); std::nullopt = max(1, d / 4).
   std::optional<Index> rank{};
@@ -230,7 +239,9 @@ Workload<Scalar> make_clustered_workload(const WorkloadShape& shape, std::uint64
 /// massive low-frequency channels, an attention sink at token 0, RoPE.
 /// Construction (all in double):
 ///  1. keys    k_j = mu + A z_j + noise,  queries q_i = nu + A y_i + noise,
-///     z, y ~ N(0, I_rank), A (d x rank) with unit-variance rows;
+///     z, y ~ N(0, I_rank), A (d x rank) with unit-variance rows; both
+///     dimensions of rotary pair p (frequency rank p of P = d/2, 0 fastest)
+///     then scaled by high_frequency_amplitude^(1 - p / (P - 1));
 ///  2. in each outlier channel c, the key column becomes a constant of sign
 ///     +-1 carrying `outlier_mean_fraction` of its energy plus the
 ///     standardised token-dependent part carrying the rest;
@@ -265,6 +276,9 @@ Workload<Scalar> make_llm_like_workload(const WorkloadShape& shape, std::uint64_
                  "] must satisfy 1 <= min <= max < inf");
   if (!(options.outlier_mean_fraction >= 0 && options.outlier_mean_fraction <= 1))
     detail::fail(where, ": outlier_mean_fraction = ", options.outlier_mean_fraction, " must be in [0, 1]");
+  if (!(options.high_frequency_amplitude > 0 && options.high_frequency_amplitude <= 1))
+    detail::fail(where, ": high_frequency_amplitude = ", options.high_frequency_amplitude,
+                 " must be in (0, 1]");
   detail::check_non_negative(where, "noise", options.noise);
   detail::check_non_negative(where, "key_mean", options.key_mean);
   detail::check_non_negative(where, "query_mean", options.query_mean);
@@ -301,6 +315,16 @@ Workload<Scalar> make_llm_like_workload(const WorkloadShape& shape, std::uint64_
   RowMatrix<double> q =
       rng.normal_matrix(n_q, rank) * a.transpose() + rng.normal_matrix(n_q, d, options.noise);
   q.rowwise() += nu;
+  // Energy profile over the rotary frequencies: slow pairs carry the content.
+  for (Index p = 0; p < pairs && pairs > 1; ++p) {
+    const double amplitude = std::pow(options.high_frequency_amplitude,
+                                      1.0 - static_cast<double>(p) / static_cast<double>(pairs - 1));
+    const auto [c1, c2] = rotary_pair_dims(p, d, layout);
+    for (const Index c : {c1, c2}) {
+      k.col(c) *= amplitude;
+      q.col(c) *= amplitude;
+    }
+  }
 
   // 2. Massive channels: mostly a token-constant bias.
   for (const Index p : outlier) {
