@@ -1,6 +1,7 @@
 // attnkit-eval: the binary users run on their own tensors. Subcommands:
 //   attention  one method's output (and log-sum-exp) written as .npy
-//   prune      key-dimension pruning (not available yet: exits 2)
+//   prune      key-dimension pruning under the protocol of docs/pruning.md:
+//              kept dimensions (int64 .npy) and the judged outputs
 //   compare    every method timed and measured against the reference: table,
 //              --json, --csv, --plot
 // Inputs are .npy files (2-D (n, d) or 3-D (heads, n, d)) or, without files,

@@ -8,14 +8,15 @@
 #   bash bench/run.sh [compare flags...]     e.g. --json r.json --plot r.png
 #
 # The Google Benchmark binaries (bench/*_bench.cpp) are built with
-# `cmake --build build/release --target reference_bench` (docs/benchmarks.md).
+# `cmake --build build/release --target flash_bench` etc.; docs/benchmarks.md
+# gives each one's command and results.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../cmake/debian_deps.sh
 source "$root/cmake/debian_deps.sh"
 
-attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev
-attnkit_require_packages libcli11-dev nlohmann-json3-dev python3-matplotlib
+attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+attnkit_optional_packages python3-matplotlib  # only for --plot
 
 build="$root/build/release"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release

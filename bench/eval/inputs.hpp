@@ -172,6 +172,14 @@ inline ProblemShape builtin_shape(const InputSpec& spec) {
   if (spec.heads < 1) throw UsageError("--heads " + std::to_string(spec.heads) + ": must be >= 1");
   if (*parse_workload_kind(spec.workload) == WorkloadKind::llm_like && spec.d % 2 != 0)
     throw UsageError("--d " + std::to_string(spec.d) + ": the llm workload needs an even d (rotary pairs)");
+  // Q, K and V of all heads, in double while they are generated: refuse what
+  // cannot be held (2^40 bytes) before the products could overflow.
+  constexpr double max_bytes = 1099511627776.0;
+  const double bytes =
+      3.0 * 8.0 * static_cast<double>(spec.heads) * static_cast<double>(spec.n) * static_cast<double>(spec.d);
+  if (bytes > max_bytes)
+    throw UsageError("--n " + std::to_string(spec.n) + " --d " + std::to_string(spec.d) + " --heads " +
+                     std::to_string(spec.heads) + ": the built-in workload would need more than 1 TiB");
   ProblemShape p;
   p.q_heads = p.kv_heads = spec.heads;
   p.n_q = p.n_k = spec.n;

@@ -11,7 +11,9 @@
 #include <string>
 
 #include "attnkit/prune/config.hpp"
+#include "attnkit/prune/optimum.hpp"
 #include "attnkit/prune/protocol.hpp"
+#include "attnkit/prune/selection.hpp"
 
 namespace attnkit::eval {
 

@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "attention/flash_bounds.hpp"
+#include "attnkit/attention/reference.hpp"
 #include "attnkit/io/npy.hpp"
 #include "eval/cli.hpp"
 #include "eval/compare.hpp"
@@ -20,6 +22,8 @@
 
 namespace attnkit::eval {
 namespace {
+
+using namespace test::flash_bounds;
 
 using test::matrices_near;
 using test::random_matrix;
@@ -119,18 +123,19 @@ TEST(Registry, BuiltinMethodsMatchTheReferenceOnBothScalarTypes) {
     const auto want = reference_attention(q, k, v, o);
     const auto got = r.find("reference")->kernel<double>()(q, k, v, o, {});
     EXPECT_TRUE(matrices_near(got.output, want.output, 0.0));
+    // materialized has the fused kernel's error structure (a d-term dot
+    // product per logit, one exp per weight, sums over the keys), with the
+    // whole key range as one block: flash_bounds.hpp's worst-case bound with
+    // B_k = n_k.
+    const double scale = 1.0 / std::sqrt(6.0);
     const auto mat = r.find("materialized")->kernel<double>()(q, k, v, o, {});
-    // Double GEMM over d = 6 and n_k = 11 terms, softmax in double: a few
-    // hundred eps at most at these magnitudes (|logit| < 10, |v| < 5).
-    EXPECT_TRUE(matrices_near(mat.output, want.output, 1e3 * test::eps<double>())) << to_string(kind);
-    for (Index i = 0; i < 9; ++i)
-      if (std::isinf(want.lse(i)))
-        EXPECT_EQ(mat.lse(i), want.lse(i));
-      else
-        EXPECT_NEAR(mat.lse(i), want.lse(i), 1e3 * test::eps<double>());
+    EXPECT_TRUE(within_bound(mat, want, error_bound(q, k, v, scale, 11, BoundKind::worst_case)))
+        << to_string(kind);
     const RowMatrix<float> qf = q.cast<float>(), kf = k.cast<float>(), vf = v.cast<float>();
     const auto f = r.find("materialized")->kernel<float>()(qf, kf, vf, o, {});
-    EXPECT_TRUE(matrices_near(f.output, reference_attention(qf, kf, vf, o).output, 1e3 * test::eps<float>()));
+    EXPECT_TRUE(within_bound(f, reference_attention(qf, kf, vf, o),
+                             error_bound(qf, kf, vf, scale, 11, BoundKind::worst_case)))
+        << to_string(kind);
   }
 }
 
@@ -213,13 +218,10 @@ TEST(BuiltinMethods, FlashMatchesTheReferenceAndValidatesThreads) {
   for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal}) {
     const AttentionOptions o{Mask{kind, std::nullopt}, {}};
     const auto want = reference_attention(q, k, v, o);
-    for (const MethodParams& p : settings) {
-      const auto got = flash->kernel<double>()(q, k, v, o, p);
-      // tests/attention/flash_test.cpp derives the kernel's bound; at this
-      // size (|logits| < 20, 50 keys) it is below 1e4 eps max|v|.
-      EXPECT_TRUE(matrices_near(got.output, want.output, 1e4 * test::eps<double>() * v.cwiseAbs().maxCoeff()))
+    const Bound bound = error_bound(q, k, v, 1.0 / std::sqrt(8.0), 128, BoundKind::worst_case);
+    for (const MethodParams& p : settings)
+      EXPECT_TRUE(within_bound(flash->kernel<double>()(q, k, v, o, p), want, bound))
           << to_string(kind) << " " << p.to_string();
-    }
   }
   EXPECT_NO_THROW(flash->check(flash->resolve({{"threads", "3"}})));
   for (const char* bad : {"0", "-1", "x", "1.5"})

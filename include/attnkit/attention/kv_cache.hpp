@@ -22,7 +22,8 @@ namespace attnkit {
 /// Appending n rows costs O(n (d + d_v)) amortised: the capacity doubles when
 /// it runs out, so a sequence of single-token appends reallocates only
 /// O(log size) times (never once per token). Views returned by keys() and
-/// values() are invalidated by the next append, reserve or clear.
+/// values() are invalidated by the next append, reserve or clear; appending
+/// rows of such a view to the same cache is safe.
 /// Not thread-safe for concurrent appends; concurrent const queries are safe.
 template <typename Scalar>
 class KVCache {
@@ -76,10 +77,15 @@ class KVCache {
       detail::fail("KVCache::append: keys ", detail::shape(k), " and values ", detail::shape(v),
                    " must be (n x d) and (n x d_v) with d = ", d_, ", d_v = ", d_v_);
     const Index n = k.rows();
-    if (size_ + n > capacity_) reserve(std::max(2 * capacity_, size_ + n));
-    Eigen::Map<RowMatrix<Scalar>>(keys_.data() + size_ * d_, n, d_) = k;
-    Eigen::Map<RowMatrix<Scalar>>(values_.data() + size_ * d_v_, n, d_v_) = v;
-    size_ += n;
+    if (size_ + n > capacity_) {
+      // The rows may be views of this cache (e.g. keys().row(0)): copy them
+      // before the storage they point into is replaced.
+      const RowMatrix<Scalar> kc = k, vc = v;
+      reserve(std::max(2 * capacity_, size_ + n));
+      write_rows(kc, vc);
+    } else {
+      write_rows(k, v);
+    }
   }
 
   /// Forgets every token; keeps the capacity.
@@ -113,6 +119,14 @@ class KVCache {
   }
 
  private:
+  template <typename DK, typename DV>
+  void write_rows(const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v) {
+    const Index n = k.rows();
+    Eigen::Map<RowMatrix<Scalar>>(keys_.data() + size_ * d_, n, d_) = k;
+    Eigen::Map<RowMatrix<Scalar>>(values_.data() + size_ * d_v_, n, d_v_) = v;
+    size_ += n;
+  }
+
   Index d_, d_v_;
   Index size_ = 0;
   Index capacity_ = 0;

@@ -27,18 +27,19 @@ namespace attnkit {
 
 namespace detail {
 
-/// Probabilities of one query row over its visible keys (wide type), or an
-/// empty vector with lse = -inf when it sees none. Returns lse.
+/// Probabilities of one query row over its visible keys (wide type) in the
+/// first key_end entries of `probs`, or lse = -inf when it sees none. Returns
+/// lse. `logits` and `probs` are caller-owned buffers of n_k entries, so the
+/// row loop allocates nothing.
 template <typename Wide>
 Wide reference_row(const RowMatrix<Wide>& qw, const RowMatrix<Wide>& kw, Wide scale, Index i, Index key_end,
-                   Vector<Wide>& probs) {
-  if (key_end == 0) {
-    probs.resize(0);
-    return -std::numeric_limits<Wide>::infinity();
-  }
-  const Vector<Wide> logits = scale * (kw.topRows(key_end) * qw.row(i).transpose());
-  probs.resize(key_end);
-  return softmax_row(logits.transpose(), Wide(1), &probs);
+                   Vector<Wide>& logits, Vector<Wide>& probs) {
+  if (key_end == 0) return -std::numeric_limits<Wide>::infinity();
+  auto z = logits.head(key_end);
+  z.noalias() = kw.topRows(key_end) * qw.row(i).transpose();
+  z *= scale;
+  auto p = probs.head(key_end);
+  return softmax_row(z, Wide(1), &p);
 }
 
 }  // namespace detail
@@ -68,15 +69,16 @@ AttentionResult<typename DQ::Scalar> reference_attention(const Eigen::MatrixBase
   const Wide scale = static_cast<Wide>(pb.scale);
 
   AttentionResult<Scalar> result{RowMatrix<Scalar>(pb.n_q, pb.d_v), Vector<Scalar>(pb.n_q)};
-  Vector<Wide> probs;
+  Vector<Wide> logits(pb.n_k), probs(pb.n_k), out(pb.d_v);
   for (Index i = 0; i < pb.n_q; ++i) {
     const Index end = pb.mask.key_end(i);
-    const Wide lse = detail::reference_row(qw, kw, scale, i, end, probs);
+    const Wide lse = detail::reference_row(qw, kw, scale, i, end, logits, probs);
     result.lse(i) = static_cast<Scalar>(lse);
     if (end == 0) {
       result.output.row(i).setZero();
     } else {
-      result.output.row(i) = (vw.topRows(end).transpose() * probs).transpose().template cast<Scalar>();
+      out.noalias() = vw.topRows(end).transpose() * probs.head(end);
+      result.output.row(i) = out.transpose().template cast<Scalar>();
     }
   }
   return result;
@@ -101,11 +103,11 @@ RowMatrix<typename DQ::Scalar> reference_attention_probabilities(const Eigen::Ma
   const Wide scale = static_cast<Wide>(pb.scale);
 
   RowMatrix<Scalar> p = RowMatrix<Scalar>::Zero(pb.n_q, pb.n_k);
-  Vector<Wide> probs;
+  Vector<Wide> logits(pb.n_k), probs(pb.n_k);
   for (Index i = 0; i < pb.n_q; ++i) {
     const Index end = pb.mask.key_end(i);
-    detail::reference_row(qw, kw, scale, i, end, probs);
-    if (end > 0) p.row(i).head(end) = probs.transpose().template cast<Scalar>();
+    detail::reference_row(qw, kw, scale, i, end, logits, probs);
+    if (end > 0) p.row(i).head(end) = probs.head(end).transpose().template cast<Scalar>();
   }
   return p;
 }

@@ -45,9 +45,11 @@ Scalar softmax_row(const RowIn& z, Scalar beta, RowOut* out) {
   // z - m is <= 0 for finite m, so exp never overflows; NaN/+inf give NaN.
   // -inf entries are selected to exactly 0: Eigen's vectorised exp clamps its
   // argument and would return a denormal for them.
-  const auto e = (z.array() == -inf).select(Scalar(0), ((z.array() - m) * beta).exp()).eval();
-  const Scalar sum = e.sum();
-  if (out) *out = e / sum;
+  const auto e = (z.array() == -inf).select(Scalar(0), ((z.array() - m) * beta).exp());
+  if (!out) return beta * m + std::log(e.sum());  // lazily summed, no temporary
+  *out = e;
+  const Scalar sum = out->sum();
+  *out /= sum;
   return beta * m + std::log(sum);
 }
 

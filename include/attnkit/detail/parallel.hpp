@@ -9,6 +9,14 @@
 #include <omp.h>
 #endif
 
+/// `ATTNKIT_PRAGMA(omp parallel ...)`: an OpenMP pragma when OpenMP is on,
+/// nothing otherwise (no -Wunknown-pragmas in builds without it).
+#if defined(_OPENMP)
+#define ATTNKIT_PRAGMA(x) _Pragma(#x)
+#else
+#define ATTNKIT_PRAGMA(x)
+#endif
+
 namespace attnkit::detail {
 
 /// True when attnkit's kernels can use more than one thread in this build.

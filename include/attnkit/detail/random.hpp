@@ -4,8 +4,9 @@
 /// A seeded, portable random source. std::normal_distribution is
 /// implementation-defined (libstdc++ and libc++ draw different numbers), so
 /// attnkit derives uniforms and normals itself from std::mt19937_64, whose
-/// output sequence the standard fixes: the same seed gives the same workload
-/// with any conforming compiler.
+/// output sequence the standard fixes: the uniforms are the same bits with any
+/// conforming compiler; the normals use libm's log, sin and cos, so they agree
+/// to an ulp or so.
 
 #include <cmath>
 #include <cstdint>

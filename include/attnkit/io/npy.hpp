@@ -33,8 +33,10 @@
 /// NpyWriteOptions asks for another version, byte order or Fortran order.
 ///
 /// Complexity: O(size) time; reading holds the raw file data and the decoded
-/// array at once (plus one more copy for Fortran order). Thread safety: pure
-/// functions; concurrent calls on distinct files are safe.
+/// array at once (Fortran order is decoded straight into C order, no third
+/// copy). Writing also writes std::int64_t arrays ('<i8', e.g. index lists);
+/// the reader reads float32 and float64 only. Thread safety: pure functions;
+/// concurrent calls on distinct files are safe.
 ///
 /// \code
 ///   auto q = attnkit::read_npy<float>("q.npy");         // shape {8, 4096, 128}

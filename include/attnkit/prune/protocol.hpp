@@ -119,6 +119,17 @@ ProtocolLayout check_protocol(const char* where, const Eigen::MatrixBase<DQ>& q,
   return l;
 }
 
+/// The exact outputs of the judged queries, after validation (layout `l`).
+template <typename DQ, typename DK, typename DV>
+RowMatrix<typename DQ::Scalar> exact_outputs_checked(const Eigen::MatrixBase<DQ>& q,
+                                                     const Eigen::MatrixBase<DK>& k,
+                                                     const Eigen::MatrixBase<DV>& v,
+                                                     const PruneProtocolOptions& options,
+                                                     const ProtocolLayout& l) {
+  const AttentionOptions causal{Mask::causal(), options.prune.scale};
+  return reference_attention(q.bottomRows(l.n - l.first_judged), k, v, causal).output;
+}
+
 }  // namespace detail
 
 /// The exact outputs of the judged queries (reference_attention, causal):
@@ -131,25 +142,19 @@ RowMatrix<typename DQ::Scalar> protocol_exact_outputs(const Eigen::MatrixBase<DQ
                                                       const Eigen::MatrixBase<DV>& v,
                                                       const PruneProtocolOptions& options) {
   const detail::ProtocolLayout l = detail::check_protocol("protocol_exact_outputs", q, k, v, options);
-  const AttentionOptions causal{Mask::causal(), options.prune.scale};
-  return reference_attention(q.bottomRows(l.n - l.first_judged), k, v, causal).output;
+  return detail::exact_outputs_checked(q, k, v, options, l);
 }
 
-/// Runs the protocol with precomputed exact outputs (from
-/// protocol_exact_outputs with the same prompt length).
-/// \throws std::invalid_argument for empty or mismatched Q, K, V; n0 outside
-///         [1, n]; w < 1 or w > n0; r < 0; a ratio outside [0, 1) or D' = 0;
-///         exact outputs of the wrong shape; and the errors of prune_prompt.
+namespace detail {
+
+/// run_prune_protocol after its arguments were validated (layout `l`).
 template <typename DQ, typename DK, typename DV, typename DE>
-PruneProtocolResult<typename DQ::Scalar> run_prune_protocol(const Eigen::MatrixBase<DQ>& q,
-                                                            const Eigen::MatrixBase<DK>& k,
-                                                            const Eigen::MatrixBase<DV>& v,
-                                                            const PruneProtocolOptions& options,
-                                                            const Eigen::MatrixBase<DE>& exact) {
+PruneProtocolResult<typename DQ::Scalar> run_protocol_checked(
+    const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
+    const PruneProtocolOptions& options, const Eigen::MatrixBase<DE>& exact, const ProtocolLayout& l) {
   using Scalar = typename DQ::Scalar;
-  using Wide = detail::wider_t<Scalar>;
+  using Wide = wider_t<Scalar>;
   const char* where = "run_prune_protocol";
-  const detail::ProtocolLayout l = detail::check_protocol(where, q, k, v, options);
   const Index n_j = l.n - l.first_judged;
   if (exact.rows() != n_j || exact.cols() != v.cols())
     detail::fail(where, ": exact outputs ", detail::shape(exact), " must be (", n_j, " x ", v.cols(),
@@ -223,6 +228,23 @@ PruneProtocolResult<typename DQ::Scalar> run_prune_protocol(const Eigen::MatrixB
   return r;
 }
 
+}  // namespace detail
+
+/// Runs the protocol with precomputed exact outputs (from
+/// protocol_exact_outputs with the same prompt length).
+/// \throws std::invalid_argument for empty or mismatched Q, K, V; n0 outside
+///         [1, n]; w < 1 or w > n0; r < 0; a ratio outside [0, 1) or D' = 0;
+///         exact outputs of the wrong shape; and the errors of prune_prompt.
+template <typename DQ, typename DK, typename DV, typename DE>
+PruneProtocolResult<typename DQ::Scalar> run_prune_protocol(const Eigen::MatrixBase<DQ>& q,
+                                                            const Eigen::MatrixBase<DK>& k,
+                                                            const Eigen::MatrixBase<DV>& v,
+                                                            const PruneProtocolOptions& options,
+                                                            const Eigen::MatrixBase<DE>& exact) {
+  const detail::ProtocolLayout l = detail::check_protocol("run_prune_protocol", q, k, v, options);
+  return detail::run_protocol_checked(q, k, v, options, exact, l);
+}
+
 /// Runs the protocol (see the file comment), computing the exact outputs too.
 /// \param q, k (n x D), \param v (n x d_v): one row per token.
 /// \returns kept dimensions, judged and exact outputs, metrics, memory.
@@ -232,8 +254,9 @@ PruneProtocolResult<typename DQ::Scalar> run_prune_protocol(const Eigen::MatrixB
                                                             const Eigen::MatrixBase<DK>& k,
                                                             const Eigen::MatrixBase<DV>& v,
                                                             const PruneProtocolOptions& options = {}) {
-  detail::check_protocol("run_prune_protocol", q, k, v, options);
-  return run_prune_protocol(q, k, v, options, protocol_exact_outputs(q, k, v, options));
+  const detail::ProtocolLayout l = detail::check_protocol("run_prune_protocol", q, k, v, options);
+  return detail::run_protocol_checked(q, k, v, options, detail::exact_outputs_checked(q, k, v, options, l),
+                                      l);
 }
 
 }  // namespace attnkit

@@ -2,10 +2,13 @@
 
 /// \file attnkit/workload/synthetic.hpp
 /// Seeded, deterministic generators of attention inputs (Q, K, V) for tests
-/// and benchmarks, each imitating one property of real model attention. The
-/// same seed gives the same numbers on any platform (attnkit/detail/random.hpp);
-/// everything is drawn in double and rounded once to Scalar, so float and
-/// double workloads from one seed agree to float rounding.
+/// and benchmarks, each imitating one property of real model attention. A
+/// seed fixes the random stream on every platform (attnkit/detail/random.hpp);
+/// what is built from it goes through Eigen products and libm (log, sin, pow),
+/// so on another compiler, instruction set or libm the same seed gives the
+/// same workload up to rounding, not bit for bit. Everything is drawn in
+/// double and rounded once to Scalar, so float and double workloads from one
+/// seed agree to float rounding.
 ///
 /// Layout: the queries are the LAST n_q tokens of the n_k-token sequence (query
 /// row i is token n_k - n_q + i), matching the default mask offset. The logit

@@ -29,6 +29,7 @@
 /// reach it (0 * NaN would).
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -94,9 +95,10 @@ struct FlashWorkspace {
     for (Index i = 0; i < bq; ++i)
       lane[static_cast<std::size_t>(i)] = static_cast<Scalar>(i);
     first_lane.resize(static_cast<std::size_t>(block_k));
-    // The decode kernel (rows <= bq / 2) uses st as rows x block_k scores
-    // (block_k is a multiple of P, see flash_run), qt as rows x d queries and
-    // ot as two rows x d_v accumulators: all fit the sizes above.
+    // The decode kernel (rows <= P / 2 <= bq / 2) uses st as rows x block_k
+    // scores (block_k is a multiple of P, see flash_run), qt as rows x d
+    // queries and ot as two rows x d_v accumulators: all fit the sizes above
+    // (asserted in decode_block).
   }
 };
 
@@ -358,6 +360,9 @@ template <typename Scalar>
 void flash_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, Index kb, Index block_k,
                  FlashWorkspace<Scalar>& ws, Scalar* out, Index ldo, Scalar* lse) {
   const BlockShape b = block_shape<Scalar>(i1 - i0);
+  assert(i1 > i0 && static_cast<std::size_t>(in.d * b.bq) <= ws.qt.size() &&
+         static_cast<std::size_t>(block_k * b.bq) <= ws.st.size() &&
+         static_cast<std::size_t>(in.d_v * b.bq) <= ws.ot.size());
   block_begin(in, i0, b, ws);
   // Keys every row of the block sees: [ka, full); the last row sees up to hi.
   const Index hi = std::min(kb, in.mask.key_end(i1 - 1));
@@ -373,8 +378,9 @@ void flash_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, In
   block_end(b, in.d_v, ws, out, ldo, lse);
 }
 
-/// Largest number of query rows the decode kernel takes; more rows go to the
-/// transposed kernel, whose SIMD lanes are then mostly busy.
+/// Largest number of query rows the decode kernel takes (half a packet, for
+/// packets of 8 or more lanes); more rows go to the transposed kernel, whose
+/// SIMD lanes are then mostly busy.
 template <typename Scalar>
 constexpr Index decode_max_rows() {
   return FlashPacket<Scalar>::size >= 8 ? FlashPacket<Scalar>::size / 2 : 0;
@@ -423,6 +429,10 @@ void decode_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, I
   Scalar* m = ws.m.data();
   Scalar* l = ws.l.data();
   Scalar* alpha = ws.alpha.data();
+  assert(rows >= 1 && rows <= decode_max_rows<Scalar>());
+  assert(block_k % P == 0 && static_cast<std::size_t>(rows * ldk) <= ws.st.size());
+  assert(static_cast<std::size_t>(2 * rows * d_v) <= ws.ot.size() &&
+         static_cast<std::size_t>(rows * d) <= ws.qt.size());
   Index end[FlashPacket<Scalar>::size] = {};
   for (Index i = 0; i < rows; ++i) {
     for (Index c = 0; c < d; ++c)
@@ -454,7 +464,9 @@ void decode_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, I
       Scalar tile_max = ei::predux_max(pmx);
       for (Index j = 0; j < nk; ++j)  // predux_max may drop a NaN: let the row see it
         if (srow[j] != srow[j]) tile_max = srow[j];
-      const Scalar m_new = std::max(m[i], tile_max);
+      // A NaN must win even against m = -inf (std::max(-inf, NaN) is -inf):
+      // it then makes alpha, the probabilities and l NaN, as it should.
+      const Scalar m_new = tile_max != tile_max ? tile_max : std::max(m[i], tile_max);
       if (m_new == -inf) continue;  // nothing seen yet
       const Scalar a = m[i] == m_new ? Scalar(1) : std::exp2(m[i] - m_new);
       const Packet msub = ei::pset1<Packet>(m_new);
