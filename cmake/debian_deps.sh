@@ -20,7 +20,7 @@ attnkit_missing_packages() {
 
 attnkit_apt_update() {
   if [ "$attnkit_apt_updated" -eq 0 ]; then
-    apt-get update -qq
+    apt-get update -qq || return 1
     attnkit_apt_updated=1
   fi
 }
@@ -48,7 +48,10 @@ attnkit_optional_packages() {
   [ -z "$missing" ] && return 0
   if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    attnkit_apt_update
+    if ! attnkit_apt_update; then
+      echo "attnkit: apt-get update failed; optional packages skipped:" $missing >&2
+      return 0
+    fi
     for pkg in $missing; do
       if apt-cache show "$pkg" >/dev/null 2>&1; then
         available="$available $pkg"

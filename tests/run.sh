@@ -29,13 +29,15 @@ if command -v clang >/dev/null 2>&1; then
 fi
 
 build="$root/build/$mode"
-options=(-DCMAKE_BUILD_TYPE=Release)
+# Explicit, so a build directory configured otherwise before still builds
+# (and warns on) everything.
+options=(-DCMAKE_BUILD_TYPE=Release -DATTNKIT_SANITIZE=OFF -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=ON -DATTNKIT_BUILD_TOOLS=ON)
 if [ "$mode" = sanitize ]; then
   # Assertions on (no NDEBUG), -O1 -g1: half the compile time of -O2 -g under
   # the sanitizers, with line numbers in their reports. The benchmark binaries
   # are not built: no test runs them, and the release pass compiles them.
   options=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" -DATTNKIT_SANITIZE=ON
-    -DATTNKIT_BUILD_BENCHMARKS=OFF)
+    -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=OFF -DATTNKIT_BUILD_TOOLS=ON)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fi

@@ -85,6 +85,16 @@ TYPED_TEST(FlashTest, DefaultConfigAndLargeBlocksAgreeWithSmallBlocks) {
   for (const FlashConfig cfg : {FlashConfig{}, FlashConfig{1, 256, 256}, FlashConfig{2, 1, 1}})
     EXPECT_TRUE(within_bound(flash_attention(w.q, w.k, w.v, opt, cfg), ref, bound))
         << "block_q " << cfg.block_q << " block_k " << cfg.block_k;
+  // Tiles far larger than the problem are capped at it (one 300-key tile: no
+  // oversized workspace, no overflow when rounding to whole packets), for
+  // prefill and for the decode kernel (two queries at the end of the keys).
+  const FlashConfig huge{2, Index(1) << 40, Index(1) << 40};
+  const Bound one_tile = error_bound(w.q, w.k, w.v, 0.125, 300, BoundKind::worst_case);
+  EXPECT_TRUE(within_bound(flash_attention(w.q, w.k, w.v, opt, huge), ref, one_tile));
+  const RowMatrix<Scalar> last = w.q.bottomRows(2);
+  const Bound decode_bound = error_bound(last, w.k, w.v, 0.125, 300, BoundKind::worst_case);
+  EXPECT_TRUE(within_bound(flash_attention(last, w.k, w.v, opt, huge),
+                           reference_attention(last, w.k, w.v, opt), decode_bound));
 }
 
 // First-order probabilistic bound for large n (flash_bounds.hpp's worst-case

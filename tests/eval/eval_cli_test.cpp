@@ -492,6 +492,37 @@ TEST_F(EvalCli, PruneRunsTheProtocolAndWritesKeptDimensionsAndOutputs) {
   EXPECT_NE(r.out.find(expected_error), std::string::npos) << r.out << " lacks " << expected_error;
 }
 
+// The regression-aware path end to end: the residual selector with regression
+// compensation chooses the same dimensions as the library. (Its outputs are
+// compared with an independent evaluation in tests/prune/protocol_test.cpp;
+// through the binary only the selection is exact enough to compare bit for
+// bit, the fit's rounding depends on the compiler flags.)
+TEST_F(EvalCli, PruneRegressionPathMatchesTheLibrarySelection) {
+  const Index n = 160, d = 16, n0 = 128;
+  const auto w = make_llm_like_workload<double>({n, n, d, d}, 74);
+  const std::string files =
+      "--q " + q(save("q.npy", w.q)) + " --k " + q(save("k.npy", w.k)) + " --v " + q(save("v.npy", w.v));
+  const Outcome r = run("prune " + files +
+                        " --ratio 0.5 --prompt 128 --window 16 --recent 8 --weights gram --select residual"
+                        " --compensation regression --out-dims " +
+                        q(dir / "dims.npy") + " --out " + q(dir / "o.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("gram/residual/regression"), std::string::npos) << r.out;
+  PruneProtocolOptions po;
+  po.prompt = n0;
+  po.window = 16;
+  po.prune.ratio = 0.5;
+  po.prune.recent = 8;
+  po.prune.config = {PruneWeights::gram, PruneSelector::residual, PruneCompensation::regression, {}, false};
+  const auto want = run_prune_protocol(w.q, w.k, w.v, po);
+  const IndexArray dims = read_index_npy(dir / "dims.npy");
+  ASSERT_EQ(dims.values.size(), want.selection.kept().size());
+  for (std::size_t i = 0; i < dims.values.size(); ++i)
+    EXPECT_EQ(dims.values[i], static_cast<std::int64_t>(want.selection.kept()[i]));
+  const RowMatrix<double> got = load<double>("o.npy", n - n0, d);
+  EXPECT_TRUE(got.allFinite());
+}
+
 // 3-D, grouped query heads: two query heads share one key head; each chooses
 // its own dimensions over it.
 TEST_F(EvalCli, PruneHandlesThreeDimensionalGroupedHeads) {

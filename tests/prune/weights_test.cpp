@@ -1,5 +1,5 @@
-// Tests of attnkit/prune/weights.hpp and attnkit/prune/statistics.hpp against
-// their definitions evaluated in long double: the Gram and centred weights,
+// Tests of attnkit/prune/weights.hpp against their definitions evaluated in
+// long double: the Gram and centred weights,
 // the softmax row-variance identity, invariance of the centred weights to a
 // common key shift, positive semi-definiteness (Schur), and the attention-aware
 // weights (definition, recent-window rows, centring, and their meaning as
@@ -35,33 +35,6 @@ RowMatrix<LD> gram_ld(const RowMatrix<Scalar>& x, bool centre) {
     y.rowwise() -= mean;
   }
   return y.transpose() * y;
-}
-
-TYPED_TEST(WeightsTest, StatisticsMatchTwoPassLongDouble) {
-  using Scalar = TypeParam;
-  // 4100 rows cross the 4096-row block boundary of key_statistics.
-  const RowMatrix<Scalar> k = test::correlated_rows<Scalar>(4100, 6, 3, 20.0);
-  const KeyStatistics s = key_statistics(k);
-  const RowMatrix<LD> scatter = gram_ld(k, true);
-  const Eigen::Matrix<LD, 1, Eigen::Dynamic> mean = k.template cast<LD>().colwise().sum() / LD(4100);
-  EXPECT_EQ(s.count, 4100);
-  const double scale = static_cast<double>(scatter.cwiseAbs().maxCoeff());
-  EXPECT_TRUE(test::matrices_near(s.scatter, scatter.template cast<double>(), 1e-11 * scale));
-  EXPECT_TRUE(test::matrices_near(s.mean.transpose(), mean.template cast<double>(), 1e-12 * 20.0));
-  // Merging two halves gives the statistics of the whole.
-  KeyStatistics a = key_statistics(k.topRows(1000));
-  a.merge(key_statistics(k.bottomRows(3100)));
-  EXPECT_EQ(a.count, 4100);
-  EXPECT_TRUE(test::matrices_near(a.scatter, s.scatter, 1e-11 * scale));
-  EXPECT_TRUE(test::matrices_near(a.mean, s.mean, 1e-12 * 20.0));
-  // Merging with an empty set changes nothing; empty statistics are zero.
-  KeyStatistics e = key_statistics(k.topRows(0));
-  EXPECT_EQ(e.count, 0);
-  EXPECT_EQ(e.scatter.cwiseAbs().maxCoeff(), 0.0);
-  e.merge(s);
-  EXPECT_EQ(e.scatter, s.scatter);
-  EXPECT_TRUE(throws_invalid_argument([&] { a.merge(key_statistics(RowMatrix<Scalar>::Ones(2, 3))); },
-                                      {"KeyStatistics::merge", "widths 6 and 3"}));
 }
 
 TYPED_TEST(WeightsTest, GramAndCenteredMatchDefinitions) {

@@ -39,15 +39,17 @@ struct KeyStatistics {
 
   /// Adds the rows summarised by `other` (same D): the result equals the
   /// statistics of both row sets together, up to rounding. O(D^2).
-  /// \throws std::invalid_argument if the widths differ.
+  /// A default-constructed (width 0) object takes `other`'s width.
+  /// \throws std::invalid_argument if both have a width and they differ (even
+  ///         when one holds no rows); *this is then unchanged.
   void merge(const KeyStatistics& other) {
+    if (dim() != 0 && other.dim() != 0 && other.dim() != dim())
+      detail::fail("KeyStatistics::merge: widths ", dim(), " and ", other.dim(), " differ");
     if (other.count == 0) return;
     if (count == 0) {
       *this = other;
       return;
     }
-    if (other.dim() != dim())
-      detail::fail("KeyStatistics::merge: widths ", dim(), " and ", other.dim(), " differ");
     const double na = static_cast<double>(count), nb = static_cast<double>(other.count);
     const double n = na + nb;
     const Eigen::VectorXd delta = other.mean - mean;
