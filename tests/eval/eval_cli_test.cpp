@@ -49,6 +49,18 @@ std::string q(const std::string& s) {
   return "'" + s + "'";
 }
 
+/// The protocol options the prune tests pass as flags.
+PruneProtocolOptions protocol_options(Index prompt, Index window, double ratio, Index recent,
+                                      const PruneConfig& config = {}) {
+  PruneProtocolOptions po;
+  po.prompt = prompt;
+  po.window = window;
+  po.prune.ratio = ratio;
+  po.prune.recent = recent;
+  po.prune.config = config;
+  return po;
+}
+
 class EvalCli : public ::testing::Test {
  protected:
   /// Runs attnkit-eval with `args` (shell words) and optional `env` assignments.
@@ -75,6 +87,12 @@ class EvalCli : public ::testing::Test {
                        std::vector<Scalar>(stacked.data(), stacked.data() + stacked.size())};
     write_npy(dir / name, a);
     return dir / name;
+  }
+  /// Saves q.npy, k.npy, v.npy and returns the flags "--q Q --k K --v V".
+  template <typename Scalar>
+  std::string save_qkv(const RowMatrix<Scalar>& qm, const RowMatrix<Scalar>& km,
+                       const RowMatrix<Scalar>& vm) {
+    return "--q " + q(save("q.npy", qm)) + " --k " + q(save("k.npy", km)) + " --v " + q(save("v.npy", vm));
   }
   template <typename Scalar>
   RowMatrix<Scalar> load(const std::string& name, Index rows, Index cols) {
@@ -126,8 +144,7 @@ TYPED_TEST(EvalCliTyped, AttentionOnTwoDimensionalFilesMatchesTheReference) {
   using Scalar = TypeParam;
   const RowMatrix<Scalar> qm = random_matrix<Scalar>(7, 5, 11), km = random_matrix<Scalar>(9, 5, 12),
                           vm = random_matrix<Scalar>(9, 3, 13);
-  const std::string files = "--q " + q(this->save("q.npy", qm)) + " --k " + q(this->save("k.npy", km)) +
-                            " --v " + q(this->save("v.npy", vm));
+  const std::string files = this->save_qkv(qm, km, vm);
   const double scale = 1 / std::sqrt(5.0);
   const double tol =
       two_references_tolerance<Scalar>(9, 5, max_abs_logit(qm, km, scale), vm.cwiseAbs().maxCoeff());
@@ -201,9 +218,8 @@ TEST_F(EvalCli, StrictMaskWithOffsetZeroGivesAZeroRowAndMinusInfinity) {
 TEST_F(EvalCli, DtypeFlagComputesAndWritesInThatType) {
   const RowMatrix<float> qm = random_matrix<float>(6, 4, 41), km = random_matrix<float>(6, 4, 42),
                          vm = random_matrix<float>(6, 4, 43);
-  const Outcome r =
-      run("attention --q " + q(save("q.npy", qm)) + " --k " + q(save("k.npy", km)) + " --v " +
-          q(save("v.npy", vm)) + " --method reference --dtype float64 --out " + q(dir / "o.npy"));
+  const Outcome r = run("attention " + save_qkv(qm, km, vm) + " --method reference --dtype float64 --out " +
+                        q(dir / "o.npy"));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(read_npy_header(dir / "o.npy").dtype, NpyDtype::float64);
   const RowMatrix<double> qd = qm.cast<double>(), kd = km.cast<double>(), vd = vm.cast<double>();
@@ -244,8 +260,7 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
   const Index n = 40, d = 8;
   const RowMatrix<double> qm = random_matrix<double>(n, d, 51), km = random_matrix<double>(n, d, 52),
                           vm = random_matrix<double>(n, d, 53);
-  const std::string files =
-      "--q " + q(save("q.npy", qm)) + " --k " + q(save("k.npy", km)) + " --v " + q(save("v.npy", vm));
+  const std::string files = save_qkv(qm, km, vm);
   const Outcome r = run("compare " + files + " --mask causal --repeats 2 --json " + q(dir / "r.json") +
                         " --csv " + q(dir / "r.csv"));
   ASSERT_EQ(r.code, 0) << r.err;
@@ -460,8 +475,7 @@ IndexArray read_index_npy(const std::string& path) {
 TEST_F(EvalCli, PruneRunsTheProtocolAndWritesKeptDimensionsAndOutputs) {
   const Index n = 160, d = 16, n0 = 128;
   const auto w = make_llm_like_workload<double>({n, n, d, d}, 71);
-  const std::string files =
-      "--q " + q(save("q.npy", w.q)) + " --k " + q(save("k.npy", w.k)) + " --v " + q(save("v.npy", w.v));
+  const std::string files = save_qkv(w.q, w.k, w.v);
   const Outcome r = run("prune " + files +
                         " --ratio 0.5 --prompt 128 --window 16 --recent 8 --weights centered --select swap"
                         " --compensation mean --out-dims " +
@@ -470,13 +484,10 @@ TEST_F(EvalCli, PruneRunsTheProtocolAndWritesKeptDimensionsAndOutputs) {
   EXPECT_NE(r.out.find("keep 8 of 16 key dimensions"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("median output error"), std::string::npos) << r.out;
 
-  PruneProtocolOptions po;
-  po.prompt = n0;
-  po.window = 16;
-  po.prune.ratio = 0.5;
-  po.prune.recent = 8;
-  po.prune.config = {PruneWeights::centered, PruneSelector::swap, PruneCompensation::mean, {}, false};
-  const auto want = run_prune_protocol(w.q, w.k, w.v, po);
+  const auto want = run_prune_protocol(
+      w.q, w.k, w.v,
+      protocol_options(n0, 16, 0.5, 8,
+                       {PruneWeights::centered, PruneSelector::swap, PruneCompensation::mean, {}, false}));
   const IndexArray dims = read_index_npy(dir / "dims.npy");
   EXPECT_EQ(dims.shape, "(8,)");
   ASSERT_EQ(dims.values.size(), want.selection.kept().size());
@@ -500,21 +511,18 @@ TEST_F(EvalCli, PruneRunsTheProtocolAndWritesKeptDimensionsAndOutputs) {
 TEST_F(EvalCli, PruneRegressionPathMatchesTheLibrarySelection) {
   const Index n = 160, d = 16, n0 = 128;
   const auto w = make_llm_like_workload<double>({n, n, d, d}, 74);
-  const std::string files =
-      "--q " + q(save("q.npy", w.q)) + " --k " + q(save("k.npy", w.k)) + " --v " + q(save("v.npy", w.v));
+  const std::string files = save_qkv(w.q, w.k, w.v);
   const Outcome r = run("prune " + files +
                         " --ratio 0.5 --prompt 128 --window 16 --recent 8 --weights gram --select residual"
                         " --compensation regression --out-dims " +
                         q(dir / "dims.npy") + " --out " + q(dir / "o.npy"));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("gram/residual/regression"), std::string::npos) << r.out;
-  PruneProtocolOptions po;
-  po.prompt = n0;
-  po.window = 16;
-  po.prune.ratio = 0.5;
-  po.prune.recent = 8;
-  po.prune.config = {PruneWeights::gram, PruneSelector::residual, PruneCompensation::regression, {}, false};
-  const auto want = run_prune_protocol(w.q, w.k, w.v, po);
+  const auto want = run_prune_protocol(
+      w.q, w.k, w.v,
+      protocol_options(
+          n0, 16, 0.5, 8,
+          {PruneWeights::gram, PruneSelector::residual, PruneCompensation::regression, {}, false}));
   const IndexArray dims = read_index_npy(dir / "dims.npy");
   ASSERT_EQ(dims.values.size(), want.selection.kept().size());
   for (std::size_t i = 0; i < dims.values.size(); ++i)
@@ -540,11 +548,7 @@ TEST_F(EvalCli, PruneHandlesThreeDimensionalGroupedHeads) {
   EXPECT_EQ(dims.shape, "(2, 6)");
   const NpyArray<float> o = read_npy<float>(dir / "o.npy");
   EXPECT_EQ(o.shape, (std::vector<Index>{2, 32, 8}));
-  PruneProtocolOptions po;
-  po.prompt = 64;
-  po.window = 8;
-  po.prune.ratio = 0.25;
-  po.prune.recent = 4;
+  const PruneProtocolOptions po = protocol_options(64, 8, 0.25, 4);
   for (Index h = 0; h < 2; ++h) {
     const auto want = run_prune_protocol(h == 0 ? a.q : b.q, a.k, a.v, po);
     for (std::size_t i = 0; i < 6; ++i)

@@ -130,4 +130,15 @@ template <typename DA, typename DB>
   return ::testing::AssertionSuccess();
 }
 
+/// Column Gram in long double, optionally of centred columns.
+template <typename Scalar>
+RowMatrix<LD> gram_ld(const RowMatrix<Scalar>& x, bool centre) {
+  RowMatrix<LD> y = x.template cast<LD>();
+  if (centre && y.rows() > 0) {
+    const Eigen::Matrix<LD, 1, Eigen::Dynamic> mean = y.colwise().sum() / static_cast<LD>(y.rows());
+    y.rowwise() -= mean;
+  }
+  return y.transpose() * y;
+}
+
 }  // namespace attnkit::test

@@ -25,22 +25,13 @@ TYPED_TEST_SUITE(StatisticsTest, test::Scalars);
 
 constexpr double kRowsRoundoff = 20 * 4100 * 0x1p-53;  // 20 n u, see above
 
-template <typename Scalar>
-RowMatrix<LD> centred_ld(const RowMatrix<Scalar>& x) {
-  RowMatrix<LD> y = x.template cast<LD>();
-  const Eigen::Matrix<LD, 1, Eigen::Dynamic> mean = y.colwise().sum() / static_cast<LD>(y.rows());
-  y.rowwise() -= mean;
-  return y;
-}
-
 TYPED_TEST(StatisticsTest, MatchTwoPassLongDouble) {
   using Scalar = TypeParam;
   // 4100 rows cross the 4096-row block boundary of key_statistics; a common
   // mean 20x the fluctuation checks that the scatter is accumulated centred.
   const RowMatrix<Scalar> k = test::correlated_rows<Scalar>(4100, 6, 3, 20.0);
   const KeyStatistics s = key_statistics(k);
-  const RowMatrix<LD> c = centred_ld(k);
-  const RowMatrix<LD> scatter = c.transpose() * c;
+  const RowMatrix<LD> scatter = test::gram_ld(k, true);
   const Eigen::Matrix<LD, 1, Eigen::Dynamic> mean = k.template cast<LD>().colwise().sum() / LD(4100);
   EXPECT_EQ(s.count, 4100);
   EXPECT_EQ(s.dim(), 6);
@@ -51,8 +42,7 @@ TYPED_TEST(StatisticsTest, MatchTwoPassLongDouble) {
       test::matrices_near(s.mean.transpose(), mean.template cast<double>(), kRowsRoundoff * mean_scale));
   EXPECT_EQ(s.scatter, s.scatter.transpose());  // exactly symmetric
   // gram() = K^T K, uncentred.
-  const RowMatrix<LD> kl = k.template cast<LD>();
-  const RowMatrix<LD> gram = kl.transpose() * kl;
+  const RowMatrix<LD> gram = test::gram_ld(k, false);
   const double gram_scale = static_cast<double>(gram.cwiseAbs().maxCoeff());
   EXPECT_TRUE(test::matrices_near(s.gram(), gram.template cast<double>(), kRowsRoundoff * gram_scale));
   EXPECT_EQ(s.gram(), s.gram().transpose());
@@ -98,8 +88,7 @@ TYPED_TEST(StatisticsTest, EmptySetsAreZeroAndMergeAsIdentity) {
 TYPED_TEST(StatisticsTest, QueryGramMatchesLongDouble) {
   using Scalar = TypeParam;
   const RowMatrix<Scalar> q = test::correlated_rows<Scalar>(32, 7, 6, 3.0);
-  const RowMatrix<LD> ql = q.template cast<LD>();
-  const RowMatrix<LD> g = ql.transpose() * ql;
+  const RowMatrix<LD> g = test::gram_ld(q, false);
   const RowMatrix<double> got = query_gram(q);
   EXPECT_EQ(got, got.transpose());
   EXPECT_TRUE(test::matrices_near(got, g.template cast<double>(),

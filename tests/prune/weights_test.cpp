@@ -26,30 +26,19 @@ template <typename Scalar>
 class WeightsTest : public ::testing::Test {};
 TYPED_TEST_SUITE(WeightsTest, test::Scalars);
 
-// Column Gram in long double, optionally of centred columns.
-template <typename Scalar>
-RowMatrix<LD> gram_ld(const RowMatrix<Scalar>& x, bool centre) {
-  RowMatrix<LD> y = x.template cast<LD>();
-  if (centre && y.rows() > 0) {
-    const Eigen::Matrix<LD, 1, Eigen::Dynamic> mean = y.colwise().sum() / static_cast<LD>(y.rows());
-    y.rowwise() -= mean;
-  }
-  return y.transpose() * y;
-}
-
 TYPED_TEST(WeightsTest, GramAndCenteredMatchDefinitions) {
   using Scalar = TypeParam;
   const Index d = 12;
   const RowMatrix<Scalar> q = test::correlated_rows<Scalar>(32, d, 1);
   const RowMatrix<Scalar> k = test::correlated_rows<Scalar>(300, d, 2, 5.0);
-  const RowMatrix<LD> g = gram_ld(q, false);
+  const RowMatrix<LD> g = test::gram_ld(q, false);
   for (const bool centre : {false, true}) {
-    const RowMatrix<LD> expected = g.cwiseProduct(gram_ld(k, centre));
+    const RowMatrix<LD> expected = g.cwiseProduct(test::gram_ld(k, centre));
     const RowMatrix<double> w = centre ? centered_weights(q, k) : gram_weights(q, k);
     // Double accumulation of two Gram matrices over n rows: relative ~ n eps_double per entry of the |.|
     // sums.
-    const RowMatrix<LD> abs_scale = gram_ld(RowMatrix<Scalar>(q.cwiseAbs()), false)
-                                        .cwiseProduct(gram_ld(RowMatrix<Scalar>(k.cwiseAbs()), false));
+    const RowMatrix<LD> abs_scale = test::gram_ld(RowMatrix<Scalar>(q.cwiseAbs()), false)
+                                        .cwiseProduct(test::gram_ld(RowMatrix<Scalar>(k.cwiseAbs()), false));
     for (Index i = 0; i < d; ++i)
       for (Index j = 0; j < d; ++j)
         EXPECT_NEAR(w(i, j), static_cast<double>(expected(i, j)),
