@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -52,10 +53,15 @@ class KVCache {
   std::size_t bytes() const { return (keys_.capacity() + values_.capacity()) * sizeof(Scalar); }
 
   /// Makes room for at least `rows` tokens without reallocation.
+  /// \throws std::invalid_argument if rows * d or rows * d_v overflows, and
+  ///         std::bad_alloc if the storage cannot be allocated; the cache is
+  ///         unchanged then.
   void reserve(Index rows) {
     if (rows <= capacity_) return;
-    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> k(static_cast<std::size_t>(rows * d_));
-    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> v(static_cast<std::size_t>(rows * d_v_));
+    const Index nk = detail::checked_product("KVCache: capacity x d", rows, d_);
+    const Index nv = detail::checked_product("KVCache: capacity x d_v", rows, d_v_);
+    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> k(static_cast<std::size_t>(nk));
+    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> v(static_cast<std::size_t>(nv));
     if (size_ > 0) {
       std::copy(keys_.begin(), keys_.begin() + size_ * d_, k.begin());
       std::copy(values_.begin(), values_.begin() + size_ * d_v_, v.begin());
@@ -77,11 +83,14 @@ class KVCache {
       detail::fail("KVCache::append: keys ", detail::shape(k), " and values ", detail::shape(v),
                    " must be (n x d) and (n x d_v) with d = ", d_, ", d_v = ", d_v_);
     const Index n = k.rows();
+    if (n > std::numeric_limits<Index>::max() - size_)
+      detail::fail("KVCache::append: ", n, " rows after ", size_, " overflow the cache's size");
     if (size_ + n > capacity_) {
       // The rows may be views of this cache (e.g. keys().row(0)): copy them
       // before the storage they point into is replaced.
       const RowMatrix<Scalar> kc = k, vc = v;
-      reserve(std::max(2 * capacity_, size_ + n));
+      const Index doubled = capacity_ > std::numeric_limits<Index>::max() / 2 ? size_ + n : 2 * capacity_;
+      reserve(std::max(doubled, size_ + n));
       write_rows(kc, vc);
     } else {
       write_rows(k, v);

@@ -12,16 +12,23 @@
 ///
 /// Conventions shared by all kernels:
 ///  - a query that sees no key has a zero output row and lse = -inf;
-///  - a NaN anywhere in Q row i, in a key row visible to query i, or in a
+///  - non-finite values follow the LOGIT they produce: a logit that evaluates
+///    to -inf gives its key probability exactly 0, as a masked key has (a
+///    -inf query component against a positive key component, say); a logit
+///    that is +inf or NaN makes its query's output row and lse NaN. A row
+///    whose visible logits are all -inf is a row that sees no key. The value
+///    row of a probability-0 key is still multiplied by that 0 (IEEE
+///    arithmetic, as PyTorch does for -inf float masks): a finite value adds
+///    nothing, a NaN or +-inf in it makes that output column NaN. Keys the
+///    MASK hides are never read at all: nothing in them reaches any output;
+///  - so a NaN anywhere in Q row i, in a key row visible to query i, or in a
 ///    visible value row reaches exactly the output rows (and, for V, the
-///    columns) it enters; no other row changes. A +-inf input makes the rows it
-///    reaches non-finite in the same way;
+///    columns) it enters; no other row changes;
 ///  - finite logits of any magnitude (+-1e4 and beyond) neither overflow nor
 ///    produce NaN: each row's running maximum is subtracted before exp.
 
 #include <cmath>
 #include <optional>
-#include <type_traits>
 
 #include "attnkit/core/mask.hpp"
 #include "attnkit/core/types.hpp"
@@ -35,6 +42,14 @@ struct AttentionOptions {
   Mask mask{};
   /// Logit scale; std::nullopt means 1/sqrt(d). Must be finite and > 0.
   std::optional<double> scale{};
+};
+
+/// A half-open range [begin, end) of key POSITIONS (rows of the key sequence
+/// the mask is defined on).
+struct KeyRange {
+  Index begin = 0;
+  Index end = 0;
+  Index size() const { return end > begin ? end - begin : 0; }
 };
 
 /// Output of an attention kernel.
@@ -57,18 +72,16 @@ struct AttentionProblem {
   MaskLayout mask;
 };
 
-/// Validates the arguments of an attention call named `where`.
+/// Validates the arguments of an attention call named `where`. The mask is
+/// bound to a key sequence of `n_positions` keys (default: the rows of K;
+/// partial calls whose K is a part of a longer sequence pass its length).
 /// \throws std::invalid_argument naming the argument and the shapes when Q, K
 ///         or V is empty, Q and K differ in width, K and V differ in rows, the
-///         scale is non-finite or <= 0, or the mask offset is invalid.
+///         scale is non-finite or <= 0, or the mask is invalid.
 template <typename DQ, typename DK, typename DV>
 AttentionProblem make_attention_problem(const char* where, const Eigen::MatrixBase<DQ>& q,
                                         const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-                                        const AttentionOptions& options) {
-  static_assert(std::is_same_v<typename DQ::Scalar, typename DK::Scalar> &&
-                    std::is_same_v<typename DQ::Scalar, typename DV::Scalar>,
-                "Q, K and V must share one Scalar type");
-  static_assert(std::is_floating_point_v<typename DQ::Scalar>, "attention needs a floating-point Scalar");
+                                        const AttentionOptions& options, std::optional<Index> n_positions = {}) {
   detail::require_non_empty(where, "Q", q);
   detail::require_non_empty(where, "K", k);
   detail::require_non_empty(where, "V", v);
@@ -81,8 +94,8 @@ AttentionProblem make_attention_problem(const char* where, const Eigen::MatrixBa
   const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.cols())));
   if (!(std::isfinite(scale) && scale > 0))
     detail::fail(where, ": scale = ", scale, " must be finite and > 0");
-  return AttentionProblem{q.rows(), k.rows(), q.cols(),
-                          v.cols(), scale,    resolve_mask(options.mask, q.rows(), k.rows())};
+  MaskLayout mask = resolve_mask(options.mask, q.rows(), n_positions.value_or(k.rows()));
+  return AttentionProblem{q.rows(), k.rows(), q.cols(), v.cols(), scale, mask};
 }
 
 }  // namespace attnkit

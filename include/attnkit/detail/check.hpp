@@ -48,4 +48,13 @@ void require_same_shape(const char* where, const char* name_a, const Eigen::Eige
     fail(where, ": ", name_a, ' ', shape(a), " and ", name_b, ' ', shape(b), " must have the same shape");
 }
 
+/// a * b for non-negative sizes, or an std::invalid_argument naming `what`
+/// when the product does not fit an Index.
+inline Index checked_product(const char* what, Index a, Index b) {
+  Index r = 0;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
+    fail(what, ": the size ", a, " x ", b, " overflows a 64-bit index");
+  return r;
+}
+
 }  // namespace attnkit::detail

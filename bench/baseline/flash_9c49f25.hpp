@@ -1,32 +1,10 @@
 #pragma once
 
-/// \file attnkit/attention/detail/flash_kernel.hpp
-/// The fused, tiled, online-softmax attention kernel behind
-/// attnkit/attention/flash.hpp. Internal: no argument checks here.
-///
-/// Formulation ("keys x queries"): for a block of Bq queries the kernel keeps
-///   Q^T  (d x Bq)    the block's queries, transposed and scaled by scale*log2(e),
-///   m, l (Bq)        running maximum (base-2 logits) and running sum,
-///   O^T  (d_v x Bq)  running, unnormalised output, transposed,
-/// and for each tile of Bk keys computes
-///   S^T = K_tile Q^T            (Bk x Bq)   micro-kernel A
-///   m'  = max(m, column max of S^T);  a = 2^(m - m');  P^T = 2^(S^T - m')
-///   l   = a l + column sum of P^T
-///   O^T = a O^T + V_tile^T P^T  (d_v x Bq)  micro-kernel B (rescale fused).
-/// Queries run along SIMD lanes, so the softmax statistics are plain
-/// vertical packet operations: no horizontal reduction anywhere. Both
-/// micro-kernels keep an (MR rows) x (NR packets) accumulator tile in
-/// registers and broadcast one operand from memory: the same structure as a
-/// GEMM micro-kernel. Everything is written against Eigen::internal packets,
-/// so the instruction set is whatever the including translation unit is
-/// compiled for (AVX-512, AVX2, SSE, NEON or scalar).
-///
-/// Masks: every attnkit mask is a per-row prefix [0, e(i)) with e
-/// non-decreasing in i. Tiles every row of the block sees fully run unmasked;
-/// tiles beyond the last row's prefix are skipped; only tiles crossing the
-/// boundary are masked, lane by lane, and their P V product skips masked
-/// lanes explicitly so a NaN in a value row a query does not see cannot
-/// reach it (0 * NaN would).
+// The fused kernel as it was at commit 9c49f25 (before the kernel layer was
+// split by role and given score policies, bands and partial results), kept
+// verbatim under its own namespace as the BEFORE of same-binary, same-run
+// comparisons: flash_bench's "prev" rows and flash_test's bit-identity test
+// of the default policy. Not part of the library; do not change it.
 
 #include <algorithm>
 #include <cassert>
@@ -40,9 +18,17 @@
 
 #include "attnkit/attention/detail/packet_exp.hpp"
 #include "attnkit/core/mask.hpp"
+#include "attnkit/attention/merge.hpp"
+#include "attnkit/attention/problem.hpp"
 #include "attnkit/core/types.hpp"
+#include "attnkit/detail/parallel.hpp"
 
-namespace attnkit::detail {
+namespace attnkit::baseline_9c49f25 {
+
+namespace ei = Eigen::internal;
+using attnkit::detail::exp2_nonpositive;
+using attnkit::detail::merge_rows;
+using attnkit::detail::resolve_threads;
 
 /// Packet type and register-tile shape for Scalar under the current ISA.
 template <typename Scalar>
@@ -538,4 +524,114 @@ void decode_block(const FlashInputs<Scalar>& in, Index i0, Index i1, Index ka, I
   }
 }
 
-}  // namespace attnkit::detail
+/// The FlashConfig of 9c49f25.
+struct FlashConfig {
+  int threads = 0;
+  Index block_q = 0;
+  Index block_k = 0;
+};
+
+template <typename Scalar>
+Index flash_default_block_q() {
+  return 4 * FlashPacket<Scalar>::size * (FlashPacket<Scalar>::registers >= 32 ? 1 : 2);
+}
+
+template <typename Scalar>
+Index flash_default_block_k() {
+  return 128;
+}
+
+/// Runs the kernel over all of `in` with `threads` threads, writing out
+/// (n_q x d_v, row stride ldo) and lse (n_q).
+template <typename Scalar>
+void flash_run(const FlashInputs<Scalar>& in, const FlashConfig& config, Scalar* out, Index ldo,
+               Scalar* lse) {
+  constexpr int P = FlashPacket<Scalar>::size;
+  // Capped at the problem size first (no oversized workspace, no overflow),
+  // then whole packets (the decode kernel pads score rows to them).
+  const auto round_up = [](Index x) { return (x + P - 1) / P * P; };
+  const Index requested_q = config.block_q > 0 ? config.block_q : flash_default_block_q<Scalar>();
+  const Index block_q = round_up(std::min(requested_q, in.n_q));
+  const Index requested_k = config.block_k > 0 ? config.block_k : flash_default_block_k<Scalar>();
+  const Index block_k = round_up(std::min(requested_k, in.n_k));
+  const int threads = resolve_threads(config.threads);
+  const Index blocks = (in.n_q + block_q - 1) / block_q;
+
+  // Split the keys when there are too few query blocks to keep every thread
+  // busy (decode, or a short prefill against a long cache): chunks of at
+  // least 4 tiles.
+  Index splits = 1;
+  if (threads > 1 && blocks < 2 * threads) {
+    const Index wanted = (2 * threads + blocks - 1) / blocks;
+    splits = std::max<Index>(1, std::min(wanted, in.n_k / (4 * block_k)));
+  }
+  const Index items = blocks * splits;
+  const int team = static_cast<int>(std::min<Index>(threads, items));
+
+  // Partial results of key chunks 1.. (chunk 0 writes straight into out).
+  const Index n_q = in.n_q, d_v = in.d_v;
+  std::vector<Scalar, Eigen::aligned_allocator<Scalar>> part_o(
+      static_cast<std::size_t>((splits - 1) * n_q * d_v));
+  std::vector<Scalar> part_lse(static_cast<std::size_t>((splits - 1) * n_q));
+  std::vector<FlashWorkspace<Scalar>> workspaces(static_cast<std::size_t>(team));
+  for (auto& ws : workspaces)
+    ws.reserve(in.d, d_v, block_q, block_k);
+
+  ATTNKIT_PRAGMA(omp parallel num_threads(team)) {
+#if defined(_OPENMP)
+    FlashWorkspace<Scalar>& ws = workspaces[static_cast<std::size_t>(omp_get_thread_num())];
+#else
+    FlashWorkspace<Scalar>& ws = workspaces[0];
+#endif
+    // Most expensive items first (causal: the last query blocks).
+    ATTNKIT_PRAGMA(omp for schedule(dynamic, 1))
+    for (Index item = 0; item < items; ++item) {
+      const Index b = blocks - 1 - item / splits, s = item % splits;
+      const Index i0 = b * block_q, i1 = std::min(n_q, i0 + block_q);
+      const Index ka = in.n_k * s / splits, kb = in.n_k * (s + 1) / splits;
+      Scalar* po = s == 0 ? out + i0 * ldo : part_o.data() + ((s - 1) * n_q + i0) * d_v;
+      Scalar* pl = s == 0 ? lse + i0 : part_lse.data() + (s - 1) * n_q + i0;
+      const Index ld = s == 0 ? ldo : d_v;
+      if (i1 - i0 <= decode_max_rows<Scalar>())
+        decode_block(in, i0, i1, ka, kb, block_k, ws, po, ld, pl);
+      else
+        flash_block(in, i0, i1, ka, kb, block_k, ws, po, ld, pl);
+    }
+  }
+  // Merge the chunks in key order (deterministic).
+  for (Index s = 1; s < splits; ++s)
+    merge_rows(out, ldo, lse, part_o.data() + (s - 1) * n_q * d_v, d_v, part_lse.data() + (s - 1) * n_q, n_q,
+               d_v);
+}
+
+template <typename Scalar>
+FlashInputs<Scalar> flash_inputs(const Eigen::Ref<const RowMatrix<Scalar>>& q,
+                                 const Eigen::Ref<const RowMatrix<Scalar>>& k,
+                                 const Eigen::Ref<const RowMatrix<Scalar>>& v, const AttentionProblem& pb) {
+  constexpr double log2e = 1.442695040888963407359924681001892137;
+  return FlashInputs<Scalar>{q.data(),
+                             q.outerStride(),
+                             k.data(),
+                             k.outerStride(),
+                             v.data(),
+                             v.outerStride(),
+                             pb.n_q,
+                             pb.n_k,
+                             pb.d,
+                             pb.d_v,
+                             static_cast<Scalar>(pb.scale * log2e),
+                             pb.mask};
+}
+
+
+/// flash_attention_into of 9c49f25, for row-major inputs of one Scalar type
+/// (its argument checks are the callers' business here).
+template <typename Scalar>
+void flash_attention_into(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowMatrix<Scalar>& v,
+                          RowMatrix<Scalar>& out, Vector<Scalar>& lse, const AttentionOptions& options = {},
+                          const FlashConfig& config = {}) {
+  const AttentionProblem pb = make_attention_problem("flash_attention", q, k, v, options);
+  flash_run(flash_inputs<Scalar>(q, k, v, pb), config, out.data(), out.outerStride(), lse.data());
+}
+
+}  // namespace attnkit::baseline_9c49f25
