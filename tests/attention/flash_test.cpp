@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../../bench/baseline/flash_9c49f25.hpp"
 #include "attention/flash_bounds.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/core/metrics.hpp"
@@ -373,6 +374,198 @@ TYPED_TEST(FlashTest, BadInputThrowsAndWritesNothing) {
   RowMatrix<Scalar> out2(3, 2);
   Vector<Scalar> lse4(4);
   EXPECT_TRUE(throws_invalid_argument([&] { flash_attention_into(q, k, v, out2, lse4); }, {"lse has 4"}));
+}
+
+// The default policy reproduces the kernel before the kernel layer (commit
+// 9c49f25, kept verbatim in bench/baseline/) bit for bit: same tiles, same
+// summation order, same key splits, for prefill and decode.
+TYPED_TEST(FlashTest, DefaultPolicyIsBitIdenticalToThePreviousKernel) {
+  using Scalar = TypeParam;
+  std::uint64_t seed = 5000;
+  int cases = 0;
+  for (const Index n_q : {1, 3, 17, 70, 300})
+    for (const Index n_k : {5, 131, 700})
+      for (const Index d : {2, 6, 64}) {
+        if (n_q > n_k) continue;
+        const auto w = make_llm_like_workload<Scalar>({n_q, n_k, d, d == 6 ? 5 : d}, ++seed);
+        for (const Mask mask : {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal(0)})
+          for (const FlashConfig cfg : {FlashConfig{1}, FlashConfig{2}, FlashConfig{2, 16, 8}, FlashConfig{1, 32, 64}}) {
+            const AttentionOptions opt{mask, {}};
+            RowMatrix<Scalar> out(n_q, w.v.cols());
+            Vector<Scalar> lse(n_q);
+            baseline_9c49f25::flash_attention_into(w.q, w.k, w.v, out, lse, opt,
+                                                   baseline_9c49f25::FlashConfig{cfg.threads, cfg.block_q, cfg.block_k});
+            const auto now = flash_attention(w.q, w.k, w.v, opt, cfg);
+            ASSERT_TRUE((now.output.array() == out.array()).all())
+                << "n_q " << n_q << " n_k " << n_k << " d " << d << " " << to_string(mask.kind) << " threads "
+                << cfg.threads << " block_k " << cfg.block_k;
+            for (Index i = 0; i < n_q; ++i)
+              ASSERT_TRUE(now.lse(i) == lse(i)) << "row " << i << ": " << now.lse(i) << " vs " << lse(i);
+            ++cases;
+          }
+      }
+  EXPECT_GT(cases, 300);
+}
+
+TYPED_TEST(FlashTest, BandAndSinkMasksMatchTheReference) {
+  using Scalar = TypeParam;
+  std::uint64_t seed = 6000;
+  int cases = 0;
+  for (const Index n_q : {1, 5, 70})
+    for (const Index n_k : {33, 300})
+      for (const Index d : {3, 64}) {
+        if (n_q > n_k) continue;
+        const auto w = make_iid_workload<Scalar>({n_q, n_k, d, d == 3 ? 5 : d}, ++seed);
+        for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal})
+          for (const Index window : {1, 5, 40, 200})
+            for (const Index sinks : {0, 1, 4}) {
+              const Index offset = kind == MaskKind::none ? 0 : (n_k - n_q) / 2;
+              const Mask base = kind == MaskKind::none ? Mask::none() : Mask{kind, offset};
+              const AttentionOptions opt{base.with_window(window).with_sinks(sinks), {}};
+              const auto ref = reference_attention(w.q, w.k, w.v, opt);
+              for (const FlashConfig cfg : {FlashConfig{1, 16, 8}, FlashConfig{2, 16, 16}, FlashConfig{2}}) {
+                const Index bk = cfg.block_k > 0 ? cfg.block_k : 128;
+                const Bound bound =
+                    error_bound(w.q, w.k, w.v, 1.0 / std::sqrt(as_double(d)), bk, BoundKind::worst_case);
+                ASSERT_TRUE(within_bound(flash_attention(w.q, w.k, w.v, opt, cfg), ref, bound))
+                    << to_string(kind) << " window " << window << " sinks " << sinks << " n_q " << n_q << " n_k "
+                    << n_k << " d " << d << " threads " << cfg.threads << " block_k " << cfg.block_k;
+                ++cases;
+              }
+            }
+      }
+  EXPECT_GT(cases, 600);
+}
+
+// Keys outside a query's band and sinks are never read: NaN there reaches
+// nothing (prefill, decode and key splits).
+TYPED_TEST(FlashTest, KeysOutsideTheBandAreNeverRead) {
+  using Scalar = TypeParam;
+  const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+  const Index n = 400;
+  const auto w = make_iid_workload<Scalar>({n, n, 16, 8}, 6100);
+  const Mask mask = Mask::causal().with_window(64).with_sinks(2);
+  // Queries 300.. see keys [2, ...) only from 237 on: poison keys 2..236.
+  RowMatrix<Scalar> k = w.k, v = w.v;
+  for (Index j = 2; j < 237; ++j) {
+    k(j, j % 16) = nan;
+    v(j, j % 8) = nan;
+  }
+  const RowMatrix<Scalar> q = w.q.bottomRows(100);
+  for (const FlashConfig cfg : {FlashConfig{1, 16, 8}, FlashConfig{2}, FlashConfig{2, 0, 16}}) {
+    const auto clean = flash_attention(q, w.k, w.v, {mask}, cfg);
+    const auto poisoned = flash_attention(q, k, v, {mask}, cfg);
+    EXPECT_TRUE(poisoned.output.allFinite());
+    EXPECT_TRUE(matrices_near(poisoned.output, clean.output, 0.0));
+    // Decode rows too.
+    const auto d_clean = flash_attention(q.bottomRows(3), w.k, w.v, {mask}, cfg);
+    const auto d_poisoned = flash_attention(q.bottomRows(3), k, v, {mask}, cfg);
+    EXPECT_TRUE(matrices_near(d_poisoned.output, d_clean.output, 0.0));
+  }
+}
+
+// docs/design.md: non-finite inputs follow the logit they produce. A -inf
+// logit is a masked key; +inf or NaN logits make the row NaN; the reference
+// and the kernel agree on every such row, through prefill and decode.
+TYPED_TEST(FlashTest, NonFiniteInputsFollowTheirLogits) {
+  using Scalar = TypeParam;
+  const Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const Index n = 40;
+  const auto w = make_iid_workload<Scalar>({n, n, 4, 3}, 6200);
+  RowMatrix<Scalar> q = w.q, k = w.k;
+  for (Index j = 0; j < n; ++j)
+    k(j, 0) = Scalar(1) + std::abs(k(j, 0));  // column 0 positive for every key
+  q(10, 0) = -inf;  // row 10: every logit -inf: sees no key
+  q(10, 1) = Scalar(1);
+  q(11, 0) = inf;  // row 11: every logit +inf: NaN
+  q(11, 1) = Scalar(1);
+  k(25, 1) = -inf;                            // key 25: -inf logit where q_1 > 0, +inf where q_1 < 0
+  for (const Mask mask : {Mask::none(), Mask::causal()})
+    for (const FlashConfig cfg : {FlashConfig{1, 16, 8}, FlashConfig{2}}) {
+      const AttentionOptions opt{mask, {}};
+      const auto ref = reference_attention(q, k, w.v, opt);
+      const auto got = flash_attention(q, k, w.v, opt, cfg);
+      EXPECT_TRUE((got.output.row(10).array() == 0).all());
+      EXPECT_EQ(got.lse(10), -inf);
+      EXPECT_TRUE(got.output.row(11).array().isNaN().all() && std::isnan(got.lse(11)));
+      for (Index i = 0; i < n; ++i) {
+        if (i == 10 || i == 11) continue;
+        const bool sees25 = mask.kind == MaskKind::none || i >= 25;
+        const bool nan_row = sees25 && q(i, 1) < 0;
+        EXPECT_EQ(std::isnan(got.lse(i)), nan_row) << "row " << i;
+        EXPECT_EQ(std::isnan(ref.lse(i)), nan_row) << "row " << i;
+      }
+      const RowMatrix<Scalar> ro = ref.output, go = got.output;
+      // Compare the finite rows with the bound of the finite inputs' scale.
+      for (Index i = 0; i < n; ++i) {
+        if (i == 10 || i == 11 || std::isnan(ref.lse(i))) continue;
+        const RowMatrix<Scalar> qi = q.row(i);
+        const RowMatrix<Scalar> kf = k.array().isFinite().select(k, Scalar(0));
+        const Bound b = error_bound(qi, kf, w.v, 0.5, 128, BoundKind::worst_case);
+        for (Index c = 0; c < 3; ++c)
+          EXPECT_LE(std::fabs(static_cast<double>(go(i, c) - ro(i, c))), b.output(0)) << i << ", " << c;
+      }
+      // Decode: the same rows one at a time.
+      for (const Index i : {Index(10), Index(11), Index(30)}) {
+        const auto d1 = flash_attention(q.middleRows(i, 1), k, w.v,
+                                        {mask.kind == MaskKind::none ? Mask::none() : Mask::causal(i)}, cfg);
+        const auto r1 = reference_attention(q.middleRows(i, 1), k, w.v,
+                                            {mask.kind == MaskKind::none ? Mask::none() : Mask::causal(i)});
+        EXPECT_EQ(std::isnan(d1.lse(0)), std::isnan(r1.lse(0))) << i;
+        EXPECT_EQ(d1.lse(0) == -inf, r1.lse(0) == -inf) << i;
+      }
+    }
+}
+
+TYPED_TEST(FlashTest, OutputsThatAliasAnInputAreRefused) {
+  using Scalar = TypeParam;
+  const auto w = make_iid_workload<Scalar>({6, 6, 4, 4}, 6300);
+  RowMatrix<Scalar> q = w.q, k = w.k, v = w.v;
+  const RowMatrix<Scalar> v0 = v, q0 = q;
+  Vector<Scalar> lse(6);
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention_into(q, k, v, v, lse); }, {"out", "V"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention_into(q, k, v, q, lse); }, {"out", "Q"}));
+  // Partial overlap: Q is rows 0..3, out rows 2..5 of the same matrix.
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] { flash_attention_into(q.topRows(4), k, v, q.bottomRows(4), lse.head(4)); }, {"out", "Q"}));
+  Eigen::Map<Vector<Scalar>> lse_in_k(k.data(), 6);
+  RowMatrix<Scalar> out(6, 4);
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention_into(q, k, v, out, lse_in_k); }, {"lse", "K"}));
+  EXPECT_TRUE(matrices_near(v, v0, 0.0));
+  EXPECT_TRUE(matrices_near(q, q0, 0.0));
+}
+
+// Float inputs, double arithmetic: within double's worst-case bound of the
+// (long double) reference on the same inputs.
+TYPED_TEST(FlashTest, StoredTypeAndComputeTypeAreIndependent) {
+  using Scalar = TypeParam;
+  const auto w = make_llm_like_workload<Scalar>({70, 300, 64, 48}, 6400);
+  const RowMatrix<double> qd = w.q.template cast<double>(), kd = w.k.template cast<double>(),
+                          vd = w.v.template cast<double>();
+  for (const Mask mask : {Mask::causal(), Mask::causal().with_window(50).with_sinks(3)}) {
+    const AttentionOptions opt{mask, {}};
+    const auto ref = reference_attention(qd, kd, vd, opt);
+    const Bound bound = error_bound(qd, kd, vd, 0.125, 128, BoundKind::worst_case);
+    const AttentionResult<double> wide = flash_attention<double>(w.q, w.k, w.v, opt);
+    EXPECT_TRUE(within_bound(wide, ref, bound));
+    const AttentionResult<double> wide_decode = flash_attention<double>(w.q.bottomRows(2), w.k, w.v, opt);
+    const auto ref_decode = reference_attention(qd.bottomRows(2), kd, vd, opt);
+    EXPECT_TRUE(within_bound(wide_decode, ref_decode, error_bound(RowMatrix<double>(qd.bottomRows(2)), kd, vd, 0.125,
+                                                                   128, BoundKind::worst_case)));
+  }
+}
+
+TYPED_TEST(FlashTest, TileSizesAreCappedAtTheWorkingSetLimit) {
+  using Scalar = TypeParam;
+  const auto w = make_iid_workload<Scalar>({1100, 2500, 8, 8}, 6500);
+  const AttentionOptions opt{Mask::causal(), {}};
+  // Requests beyond the limits run with the limits themselves: the same
+  // tiles, so the same bits.
+  const auto capped = flash_attention(w.q, w.k, w.v, opt, FlashConfig{1, Index(1) << 40, Index(1) << 40});
+  const auto at_limit = flash_attention(w.q, w.k, w.v, opt, FlashConfig{1, flash_max_block_q, flash_max_block_k});
+  EXPECT_TRUE(matrices_near(capped.output, at_limit.output, 0.0));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] { flash_attention(w.q, w.k, w.v, opt, FlashConfig{flash_max_threads + 1}); }, {"threads = 4097"}));
 }
 
 TEST(FlashBuild, OpenMPIsUsedWhenTheTestIsBuiltWithIt) {

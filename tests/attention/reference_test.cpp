@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "attnkit/detail/wider.hpp"
+#include "naive_attention.hpp"
 #include "test_util.hpp"
 
 namespace attnkit {
@@ -20,54 +21,14 @@ using test::eps;
 using test::matrices_near;
 using test::random_matrix;
 using test::throws_invalid_argument;
-using LD = long double;
+using test::LD;
+using test::naive_attention;
+using test::NaiveMask;
+using test::NaiveResult;
 
 template <typename Scalar>
 class ReferenceAttentionTest : public ::testing::Test {};
 TYPED_TEST_SUITE(ReferenceAttentionTest, test::Scalars);
-
-// Independent oracle: triple loops in long double; the mask is spelled out
-// from its definition (query i is token offset + i), not from MaskLayout.
-struct Naive {
-  RowMatrix<LD> output;
-  Vector<LD> lse;
-};
-
-template <typename Scalar>
-Naive naive_attention(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowMatrix<Scalar>& v,
-                      MaskKind kind, Index offset, double scale) {
-  const Index n_q = q.rows(), n_k = k.rows(), d = q.cols(), d_v = v.cols();
-  Naive r{RowMatrix<LD>::Zero(n_q, d_v), Vector<LD>(n_q)};
-  for (Index i = 0; i < n_q; ++i) {
-    std::vector<LD> logit;
-    std::vector<Index> keys;
-    for (Index j = 0; j < n_k; ++j) {
-      const Index pos = offset + i;
-      const bool visible = kind == MaskKind::none || (kind == MaskKind::causal ? j <= pos : j < pos);
-      if (!visible) continue;
-      LD dot = 0;
-      for (Index c = 0; c < d; ++c)
-        dot += static_cast<LD>(q(i, c)) * static_cast<LD>(k(j, c));
-      logit.push_back(static_cast<LD>(scale) * dot);
-      keys.push_back(j);
-    }
-    if (keys.empty()) {
-      r.lse(i) = -std::numeric_limits<LD>::infinity();
-      continue;
-    }
-    const LD m = *std::max_element(logit.begin(), logit.end());
-    LD sum = 0;
-    for (std::size_t t = 0; t < keys.size(); ++t) {
-      const LD w = std::exp(logit[t] - m);
-      sum += w;
-      for (Index c = 0; c < d_v; ++c)
-        r.output(i, c) += w * static_cast<LD>(v(keys[t], c));
-    }
-    r.output.row(i) /= sum;
-    r.lse(i) = m + std::log(sum);
-  }
-  return r;
-}
 
 // Error bound of the reference against exact arithmetic: its final rounding
 // to Scalar (half an ulp, <= eps/2 max|v|) plus the wide type's own error,
@@ -85,7 +46,7 @@ double max_abs_logit(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, dou
   return scale * (q.template cast<double>() * k.template cast<double>().transpose()).cwiseAbs().maxCoeff();
 }
 
-TYPED_TEST(ReferenceAttentionTest, MatchesNaiveOracleForEveryMaskOffsetAndShape) {
+TYPED_TEST(ReferenceAttentionTest, MatchesNaiveOracleForEveryMaskOffsetWindowSinkAndShape) {
   using Scalar = TypeParam;
   std::uint64_t seed = 100;
   int checked = 0;
@@ -102,26 +63,36 @@ TYPED_TEST(ReferenceAttentionTest, MatchesNaiveOracleForEveryMaskOffsetAndShape)
         for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal}) {
           const Index max_offset =
               kind == MaskKind::none ? 0 : (kind == MaskKind::causal ? n_k - n_q : n_k - n_q + 1);
-          for (Index offset = 0; offset <= max_offset; ++offset) {
-            AttentionOptions opt;
-            opt.mask = kind == MaskKind::none ? Mask::none() : Mask{kind, offset};
-            const auto r = reference_attention(q, k, v, opt);
-            const Naive ref = naive_attention(q, k, v, kind, offset, scale);
-            ASSERT_TRUE(matrices_near(r.output, ref.output, tol))
-                << to_string(kind) << " offset " << offset << " n_q " << n_q << " n_k " << n_k << " d " << d;
-            for (Index i = 0; i < n_q; ++i) {
-              if (std::isinf(ref.lse(i))) {
-                EXPECT_EQ(r.lse(i), -std::numeric_limits<Scalar>::infinity());
-              } else {
-                EXPECT_NEAR(static_cast<double>(r.lse(i)), static_cast<double>(ref.lse(i)),
-                            eps<Scalar>() * (1 + std::fabs(static_cast<double>(ref.lse(i)))));
+          for (Index offset = 0; offset <= max_offset; ++offset)
+            for (const Index window : {0, 1, 2, 7})  // 0: no window
+              for (const Index sinks : {0, 1, 3}) {
+                if (sinks > n_k || (window == 0 && sinks > 0)) continue;
+                AttentionOptions opt;
+                opt.mask = kind == MaskKind::none ? Mask::none() : Mask{kind, offset};
+                NaiveMask nm{kind, offset, std::nullopt, sinks};
+                if (window > 0) {
+                  opt.mask = opt.mask.with_window(window);
+                  nm.window = window;
+                }
+                opt.mask = opt.mask.with_sinks(sinks);
+                const auto r = reference_attention(q, k, v, opt);
+                const NaiveResult ref = naive_attention(q, k, v, nm, scale);
+                ASSERT_TRUE(matrices_near(r.output, ref.output, tol))
+                    << to_string(kind) << " offset " << offset << " window " << window << " sinks " << sinks
+                    << " n_q " << n_q << " n_k " << n_k << " d " << d;
+                for (Index i = 0; i < n_q; ++i) {
+                  if (std::isinf(ref.lse(i))) {
+                    EXPECT_EQ(r.lse(i), -std::numeric_limits<Scalar>::infinity());
+                  } else {
+                    EXPECT_NEAR(static_cast<double>(r.lse(i)), static_cast<double>(ref.lse(i)),
+                                eps<Scalar>() * (1 + std::fabs(static_cast<double>(ref.lse(i)))));
+                  }
+                }
+                ++checked;
               }
-            }
-            ++checked;
-          }
         }
       }
-  EXPECT_GT(checked, 60);
+  EXPECT_GT(checked, 400);
 }
 
 TYPED_TEST(ReferenceAttentionTest, DefaultOffsetPutsQueriesAtTheEndOfTheCache) {
