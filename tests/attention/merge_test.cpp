@@ -46,11 +46,24 @@ TYPED_TEST(MergeTest, MergeOfDisjointKeySetsEqualsTheWhole) {
   const auto merged = merge_attention(bad, rest);
   EXPECT_TRUE(merged.output.row(3).array().isNaN().all());
   EXPECT_TRUE(merged.output.row(2).allFinite());
-  // Huge lse values on both sides: no overflow.
+  // Huge lse values on both sides: no overflow, and the exact values. Both
+  // parts hold the same rows O with lse L + 1e4 and L + 1e4 - 1, so the merge
+  // is O itself with lse L + 1e4 + log(1 + e^-1). The merge computes the
+  // weights e^0 = 1 and e^-1 (one rounding each), their sum and quotients
+  // (two more) and O (1 - f) + O f (two more): within 6 eps |O| of O; the lse
+  // adds log(total) (two roundings) to L + 1e4, itself rounded from the
+  // shifted inputs (|L| + 1e4 + 1 in magnitude, eps/2 each).
   AttentionResult<Scalar> hi = whole, lo = whole;
   hi.lse.array() += Scalar(1e4);
   lo.lse.array() += Scalar(1e4) - Scalar(1);
-  EXPECT_TRUE(merge_attention(hi, lo).output.allFinite());
+  const auto huge = merge_attention(hi, lo);
+  EXPECT_TRUE(matrices_near(huge.output, whole.output, 6 * eps<Scalar>() * w.v.cwiseAbs().maxCoeff()));
+  for (Index i = 0; i < 10; ++i) {
+    const long double expected = static_cast<long double>(whole.lse(i)) + 1e4L + std::log1p(std::exp(-1.0L));
+    EXPECT_NEAR(static_cast<double>(huge.lse(i)), static_cast<double>(expected),
+                4 * eps<Scalar>() * (std::fabs(static_cast<double>(whole.lse(i))) + 1e4 + 2))
+        << "row " << i;
+  }
   const RowMatrix<Scalar> wrong = RowMatrix<Scalar>::Zero(9, 16);
   AttentionResult<Scalar> mismatched{wrong, Vector<Scalar>::Zero(9)};
   EXPECT_TRUE(throws_invalid_argument([&] { merge_attention(whole, mismatched); },
