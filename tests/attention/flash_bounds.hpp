@@ -50,23 +50,23 @@ struct Bound {
   Eigen::VectorXd lse;
 };
 
+// The bound from the absolute logit scales: abs_logits(i, j) is the sum of
+// the absolute values of the terms that make up logit z_ij (for the default
+// policy scale * sum_c |q_ic k_jc|), `dot_terms` the length of the longest
+// rounding chain forming one logit (d + 3 for the default policy).
 // block_k is the requested tile; the kernel rounds it up to a whole packet
 // (at most 16 more keys), and merging key chunks adds a few roundings: both
 // are covered by the constants in `chain`.
 template <typename Scalar>
-Bound error_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowMatrix<Scalar>& v,
-                  double scale, Index block_k, BoundKind kind) {
+Bound error_bound_from_abs_logits(const RowMatrix<double>& abs_logits, double max_v, double dot_terms, Index n_k,
+                                  Index block_k, BoundKind kind) {
   const double u = unit_roundoff<Scalar>();
-  const Index d = q.cols(), n_k = k.rows();
-  const RowMatrix<double> abs_logits =
-      scale * q.template cast<double>().cwiseAbs() * k.template cast<double>().cwiseAbs().transpose();
-  const double max_v = v.template cast<double>().cwiseAbs().maxCoeff();
   const double chain = as_double(block_k) + 16 + as_double(n_k) / as_double(block_k) + 16;
   const double lambda = 6.0;
-  const double dot = kind == BoundKind::worst_case ? as_double(d) + 3 : lambda * std::sqrt(as_double(d) + 3);
+  const double dot = kind == BoundKind::worst_case ? dot_terms : lambda * std::sqrt(dot_terms);
   const double sums = kind == BoundKind::worst_case ? 2 * chain : lambda * std::sqrt(2 * chain);
-  Bound b{Eigen::VectorXd(q.rows()), Eigen::VectorXd(q.rows())};
-  for (Index i = 0; i < q.rows(); ++i) {
+  Bound b{Eigen::VectorXd(abs_logits.rows()), Eigen::VectorXd(abs_logits.rows())};
+  for (Index i = 0; i < abs_logits.rows(); ++i) {
     const double a = abs_logits.row(i).maxCoeff();
     const double weights = u * (2 * dot * a + 2 * a + 2);  // relative error of each weight
     // Last term: the reference's own rounding to Scalar (half an ulp).
@@ -74,6 +74,15 @@ Bound error_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const 
     b.lse(i) = dot * u * a + weights + u * sums;
   }
   return b;
+}
+
+template <typename Scalar>
+Bound error_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowMatrix<Scalar>& v,
+                  double scale, Index block_k, BoundKind kind) {
+  const RowMatrix<double> abs_logits =
+      scale * q.template cast<double>().cwiseAbs() * k.template cast<double>().cwiseAbs().transpose();
+  const double max_v = v.template cast<double>().cwiseAbs().maxCoeff();
+  return error_bound_from_abs_logits<Scalar>(abs_logits, max_v, as_double(q.cols()) + 3, k.rows(), block_k, kind);
 }
 
 template <typename Scalar>

@@ -1,17 +1,20 @@
 // Tests of attnkit/prune/cache.hpp: with nothing pruned the cache equals
 // reference_attention (every mask, every compensation, after appends and
 // overflow compression); with pruning it equals a naive long-double attention
-// over explicitly built "effective" keys; mean compensation leaves exactly the
-// centred residual on the logits; appends keep token order; the refit schedule;
-// exact memory; bad input.
+// over explicitly built "effective" keys, within the fused kernel's derived
+// bound (attention/flash_bounds.hpp); mean compensation leaves exactly the
+// centred residual on the logits; appends keep token order (also of the
+// cache's own rows); the refit schedule; exact memory; bad input.
 
 #include "attnkit/prune/cache.hpp"
 
 #include <cmath>
 #include <vector>
 
+#include <Eigen/Eigenvalues>
 #include <gtest/gtest.h>
 
+#include "attention/flash_bounds.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/detail/wider.hpp"
 #include "prune_test_util.hpp"
@@ -26,19 +29,25 @@ template <typename Scalar>
 class PrunedCacheTest : public ::testing::Test {};
 TYPED_TEST_SUITE(PrunedCacheTest, test::Scalars);
 
-// Two results computed in the wide type from the same inputs and rounded once
-// to Scalar differ by at most one rounding of the output plus the wide type's
-// error, which grows with the logit magnitude L: eps_S |o| + 64 eps_W (1 + L) max|v|.
+// The cache attends through two partials of the fused kernel merged exactly:
+// its bound is test::pruned_attention_bound (prune_test_util.hpp) on the
+// effective logits of the cache's own compensation.
 template <typename Scalar>
-double output_abs_tol(double max_logit, double max_v) {
-  const double eps_wide = static_cast<double>(std::numeric_limits<detail::wider_t<Scalar>>::epsilon());
-  return 64.0 * eps_wide * (1.0 + max_logit) * max_v;
+test::flash_bounds::Bound cache_bound(const PrunedKeyCache<Scalar>& cache, const RowMatrix<Scalar>& q,
+                                      const RowMatrix<Scalar>& keys, const RowMatrix<Scalar>& v) {
+  const auto& comp = cache.compensation();
+  const RowMatrix<double> m = comp.coefficients.template cast<double>();
+  const Eigen::VectorXd offset = comp.offset.template cast<double>();
+  const RowMatrix<double> abs_logits =
+      test::pruned_abs_logits(q, keys, cache.selection(), cache.compressed_size(), cache.kept_scale(), m, offset,
+                              1.0 / std::sqrt(static_cast<double>(q.cols())));
+  return test::pruned_attention_bound<Scalar>(abs_logits, v.template cast<double>().cwiseAbs().maxCoeff(), q.cols());
 }
 
 template <typename Scalar>
-double max_abs_logit(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k) {
-  return (q.template cast<double>() * k.template cast<double>().transpose()).cwiseAbs().maxCoeff() /
-         std::sqrt(static_cast<double>(q.cols()));
+::testing::AssertionResult within_cache_bound(const AttentionResult<Scalar>& got, const RowMatrix<LD>& want_output,
+                                              const Vector<LD>& want_lse, const test::flash_bounds::Bound& b) {
+  return test::within_row_bound(got.output, &got.lse, want_output, &want_lse, b);
 }
 
 TYPED_TEST(PrunedCacheTest, NothingPrunedEqualsReference) {
@@ -47,8 +56,6 @@ TYPED_TEST(PrunedCacheTest, NothingPrunedEqualsReference) {
   const RowMatrix<Scalar> k = test::correlated_rows<Scalar>(n + extra, d, 1, 2.0);
   const RowMatrix<Scalar> v = test::random_matrix<Scalar>(n + extra, 5, 2);
   const RowMatrix<Scalar> q = test::correlated_rows<Scalar>(12, d, 3) * Scalar(0.3);
-  const double tol_abs =
-      output_abs_tol<Scalar>(max_abs_logit(q, k), v.template cast<double>().cwiseAbs().maxCoeff());
   for (const PruneCompensation comp :
        {PruneCompensation::none, PruneCompensation::mean, PruneCompensation::regression})
     for (const Index recent : {0, 5, 100})
@@ -61,13 +68,18 @@ TYPED_TEST(PrunedCacheTest, NothingPrunedEqualsReference) {
         cache.append(k.middleRows(n, 4));
         cache.append(k.bottomRows(extra - 4));
         ASSERT_EQ(cache.size(), n + extra);
-        for (const Mask mask : {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal(3)}) {
+        const auto bound = cache_bound(cache, q, k, v);
+        for (const Mask mask : {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal(3),
+                                Mask::causal().with_window(9).with_sinks(2)}) {
           const AttentionOptions ao{mask, {}};
-          const auto got = cache.attention(q, v, ao);
-          const auto want = reference_attention(q, k, v, ao);
-          EXPECT_TRUE(test::entries_near(got.output, want.output, test::eps<Scalar>(), tol_abs))
-              << to_string(comp) << " recent " << recent << " mask " << to_string(mask.kind);
-          EXPECT_TRUE(test::entries_near(got.lse, want.lse, test::eps<Scalar>(), tol_abs));
+          const MaskLayout layout = resolve_mask(mask, q.rows(), k.rows());
+          const test::NaiveResult want = test::naive_attention(
+              q, k, v, test::NaiveMask{mask.kind, layout.offset(), mask.window, mask.sinks}, 1.0 / std::sqrt(8.0));
+          for (const int threads : {1, 2})
+            EXPECT_TRUE(within_cache_bound(cache.attention(q, v, ao, FlashConfig{threads}), want.output, want.lse,
+                                           bound))
+                << to_string(comp) << " recent " << recent << " mask " << to_string(mask.kind) << " threads "
+                << threads;
         }
       }
 }
@@ -116,14 +128,21 @@ TYPED_TEST(PrunedCacheTest, PrunedAttentionMatchesEffectiveKeys) {
       EXPECT_EQ(cache.kept_scale(), scale_correction ? std::sqrt(10.0 / 4.0) : 1.0);
       const RowMatrix<LD> eff = effective_keys(cache, k);
       const LD scale = 1 / std::sqrt(LD(d));
-      const test::NaiveResult want =
-          test::naive_attention(q.template cast<LD>(), eff, v.template cast<LD>(), scale, true, n - q.rows());
-      const auto got = cache.attention(q, v, {Mask::causal(), {}});
+      const test::NaiveResult want = test::naive_attention(
+          q.template cast<LD>(), eff, v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n - q.rows()},
+          static_cast<double>(scale));
       const double max_logit = static_cast<double>(want.logits.cwiseAbs().maxCoeff());
-      const double tol_abs =
-          output_abs_tol<Scalar>(max_logit, v.template cast<double>().cwiseAbs().maxCoeff());
-      EXPECT_TRUE(test::entries_near(got.output, want.output, test::eps<Scalar>(), tol_abs))
-          << to_string(comp);
+      for (const int threads : {1, 2})
+        EXPECT_TRUE(within_cache_bound(cache.attention(q, v, {Mask::causal(), {}}, FlashConfig{threads}),
+                                       want.output, want.lse, cache_bound(cache, q, k, v)))
+            << to_string(comp) << " threads " << threads;
+      // Decode: the last query alone (the decode kernel on wide builds).
+      const test::NaiveResult last = test::naive_attention(
+          q.bottomRows(1).template cast<LD>(), eff, v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n - 1},
+          static_cast<double>(scale));
+      EXPECT_TRUE(within_cache_bound(cache.attention(q.bottomRows(1), v, {Mask::causal(), {}}), last.output, last.lse,
+                                     cache_bound(cache, RowMatrix<Scalar>(q.bottomRows(1)), k, v)))
+          << to_string(comp) << " decode";
       // Logits, no mask: one rounding to Scalar plus the wide error of the sums.
       EXPECT_TRUE(test::entries_near(
           cache.logits(q), want.logits, test::eps<Scalar>(),
@@ -202,6 +221,38 @@ TYPED_TEST(PrunedCacheTest, AppendsKeepTokenOrder) {
   EXPECT_EQ(short_cache.window_size(), 3);
 }
 
+// Appending the cache's own rows (a view into its storage) across a
+// reallocation copies them first: a regression test for a heap
+// use-after-free.
+TYPED_TEST(PrunedCacheTest, AppendingItsOwnRowsIsSafe) {
+  using Scalar = TypeParam;
+  const Index d = 6;
+  const RowMatrix<Scalar> k = test::random_matrix<Scalar>(12, d, 21);
+  const DimSelection sel(d, {0, 2, 3});
+  PrunedCacheOptions o;
+  o.recent = 4;
+  o.compress_overflow = false;  // appended rows stay in the window
+  PrunedKeyCache<Scalar> cache(k, sel, o);
+  RowMatrix<Scalar> expected = k.bottomRows(4);
+  for (int round = 0; round < 5; ++round) {  // the window doubles every round: 4, 8, ..., 128 rows
+    cache.append(cache.window_keys());
+    RowMatrix<Scalar> doubled(2 * expected.rows(), d);
+    doubled << expected, expected;
+    expected = doubled;
+    ASSERT_EQ(RowMatrix<Scalar>(cache.window_keys()), expected) << "round " << round;
+  }
+  // With overflow compression, the compressed rows follow the window's.
+  PrunedCacheOptions oc;
+  oc.recent = 3;
+  PrunedKeyCache<Scalar> compressing(k.topRows(5), sel, oc);
+  const RowMatrix<Scalar> window = compressing.window_keys();
+  compressing.append(compressing.window_keys());
+  EXPECT_EQ(RowMatrix<Scalar>(compressing.window_keys()), window);
+  EXPECT_EQ(compressing.compressed_size(), 5);
+  for (Index t = 0; t < 3; ++t)
+    EXPECT_EQ(compressing.compressed_keys()(2 + t, 1), window(t, 2));
+}
+
 TYPED_TEST(PrunedCacheTest, RefitScheduleFollowsGrowth) {
   using Scalar = TypeParam;
   const Index d = 7;
@@ -221,12 +272,30 @@ TYPED_TEST(PrunedCacheTest, RefitScheduleFollowsGrowth) {
   cache.append(k.middleRows(23, 1));  // 20 = 2 x 10: refit on all 20 compressed keys
   EXPECT_EQ(cache.fitted_count(), 20);
   const Compensation<Scalar> want = fit_compensation(k.topRows(20), sel, PruneCompensation::regression);
-  // Merged (Chan) and two-pass statistics agree to ~n eps_double relative; then one rounding to Scalar.
-  const double cmax = want.coefficients.template cast<double>().cwiseAbs().maxCoeff() + 1.0;
-  EXPECT_TRUE(test::entries_near(cache.compensation().coefficients, want.coefficients,
-                                 2 * test::eps<Scalar>(), 1e-9 * cmax));
-  EXPECT_TRUE(test::entries_near(cache.compensation().offset, want.offset, 2 * test::eps<Scalar>(),
-                                 1e-9 * cmax * 10));
+  // Merged (Chan) and two-pass statistics of the 20 keys agree to ~n eps_d
+  // relative (n = 20 terms per sum, in double); the ridge solve for M (and the
+  // offset, mu_B - M mu_A) amplifies that by at most the condition number
+  // kappa of S_AA + rho I, and adds its own backward error, kappa eps_d: in all
+  // |dM| <= 2 kappa n eps_d max(|M|, 1). Each side is then rounded to Scalar
+  // once (eps_S / 2 relative): the relative term below.
+  RowMatrix<LD> x = k.topRows(20).template cast<LD>();
+  const Eigen::Matrix<LD, 1, Eigen::Dynamic> mean = x.colwise().mean();
+  x.rowwise() -= mean;
+  const RowMatrix<LD> scatter = x.transpose() * x;
+  Eigen::MatrixXd saa(sel.kept_count(), sel.kept_count());
+  for (Index a = 0; a < sel.kept_count(); ++a)
+    for (Index b = 0; b < sel.kept_count(); ++b)
+      saa(a, b) = static_cast<double>(scatter(sel.kept()[static_cast<std::size_t>(a)], sel.kept()[static_cast<std::size_t>(b)]));
+  saa.diagonal().array() += 1e-6 * static_cast<double>(scatter.trace()) / static_cast<double>(d);
+  const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(saa).eigenvalues();
+  const double kappa = ev.maxCoeff() / ev.minCoeff();
+  const double eps_d = std::numeric_limits<double>::epsilon();
+  const double cmax = std::max(1.0, want.coefficients.template cast<double>().cwiseAbs().maxCoeff());
+  const double omax = std::max(1.0, want.offset.template cast<double>().cwiseAbs().maxCoeff());
+  EXPECT_TRUE(test::entries_near(cache.compensation().coefficients, want.coefficients, test::eps<Scalar>(),
+                                 2 * kappa * 20 * eps_d * cmax));
+  EXPECT_TRUE(test::entries_near(cache.compensation().offset, want.offset, test::eps<Scalar>(),
+                                 2 * kappa * 20 * eps_d * (omax + cmax * static_cast<double>(mean.cwiseAbs().maxCoeff()))));
   cache.append(k.middleRows(24, 3));
   cache.refit();
   EXPECT_EQ(cache.fitted_count(), 23);

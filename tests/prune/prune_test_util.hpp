@@ -1,8 +1,8 @@
 #pragma once
 
 // Shared helpers of the key-dimension pruning tests: correlated random
-// queries and keys, brute-force objectives in long double, and an independent
-// naive attention over explicit (effective) keys.
+// queries and keys and brute-force objectives in long double (the naive
+// attention oracle is tests/naive_attention.hpp).
 
 #include <cmath>
 #include <cstdint>
@@ -12,11 +12,12 @@
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/random.hpp"
 #include "attnkit/prune/selection.hpp"
+#include "attention/flash_bounds.hpp"
+#include "naive_attention.hpp"
 #include "test_util.hpp"
 
 namespace attnkit::test {
 
-using LD = long double;
 
 /// (rows x d) Gaussian rows with correlated columns of unequal scale and a
 /// common mean: x = mean + z L, L (d x d) random with column scales spread
@@ -77,41 +78,6 @@ inline DimSelection random_selection(Index d, Index kept, std::uint64_t seed) {
   return DimSelection(d, std::vector<Index>(all.begin(), all.begin() + kept));
 }
 
-/// Naive attention in long double over explicit keys: query i (position
-/// first_position + i) sees keys j <= first_position + i (causal) or all.
-struct NaiveResult {
-  RowMatrix<LD> output;
-  RowMatrix<LD> logits;  // (n_q x n_k), scaled, unmasked
-};
-
-inline NaiveResult naive_attention(const RowMatrix<LD>& q, const RowMatrix<LD>& k, const RowMatrix<LD>& v,
-                                   LD scale, bool causal, Index first_position) {
-  NaiveResult r{RowMatrix<LD>::Zero(q.rows(), v.cols()), RowMatrix<LD>(q.rows(), k.rows())};
-  for (Index i = 0; i < q.rows(); ++i) {
-    for (Index j = 0; j < k.rows(); ++j) {
-      LD dot = 0;
-      for (Index c = 0; c < q.cols(); ++c)
-        dot += q(i, c) * k(j, c);
-      r.logits(i, j) = scale * dot;
-    }
-    const Index end = causal ? std::min<Index>(k.rows(), first_position + i + 1) : k.rows();
-    if (end <= 0) continue;
-    LD m = -std::numeric_limits<LD>::infinity();
-    for (Index j = 0; j < end; ++j)
-      m = std::max(m, r.logits(i, j));
-    LD sum = 0;
-    std::vector<LD> e(static_cast<std::size_t>(end));
-    for (Index j = 0; j < end; ++j) {
-      e[static_cast<std::size_t>(j)] = std::exp(r.logits(i, j) - m);
-      sum += e[static_cast<std::size_t>(j)];
-    }
-    for (Index j = 0; j < end; ++j)
-      for (Index c = 0; c < v.cols(); ++c)
-        r.output(i, c) += e[static_cast<std::size_t>(j)] / sum * v(j, c);
-  }
-  return r;
-}
-
 /// Passes when |a_ij - b_ij| <= rel * |b_ij| + abs for every entry.
 template <typename DA, typename DB>
 ::testing::AssertionResult entries_near(const Eigen::MatrixBase<DA>& a, const Eigen::MatrixBase<DB>& b,
@@ -139,6 +105,82 @@ RowMatrix<LD> gram_ld(const RowMatrix<Scalar>& x, bool centre) {
     y.rowwise() -= mean;
   }
   return y.transpose() * y;
+}
+
+/// Absolute logit scales of attention through a pruned key cache: the sum of
+/// the absolute values of the terms the fused kernel adds up for each logit.
+/// For a compressed key j < n_c (folded query q'_a = c q_a + sum_b M_ba q_b):
+///   scale (sum_{a in A} (c |q_a| + sum_b |M_ba| |q_b|) |k_ja| + sum_{b in B} |q_b| |offset_b|),
+/// for a window key scale sum_c |q_c k_jc|. `m` is (|B| x |A|) or empty (no
+/// regression), `offset` (|B|) or empty (no compensation).
+template <typename Scalar>
+RowMatrix<double> pruned_abs_logits(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& keys, const DimSelection& s,
+                                    Index n_c, double kept_scale, const RowMatrix<double>& m,
+                                    const Eigen::VectorXd& offset, double scale) {
+  const RowMatrix<double> qa = q.template cast<double>().cwiseAbs(), ka = keys.template cast<double>().cwiseAbs();
+  RowMatrix<double> out(q.rows(), keys.rows());
+  for (Index i = 0; i < q.rows(); ++i)
+    for (Index j = 0; j < keys.rows(); ++j) {
+      double a = 0;
+      if (j < n_c) {
+        for (Index t = 0; t < s.kept_count(); ++t) {
+          const Index c = s.kept()[static_cast<std::size_t>(t)];
+          double folded = kept_scale * qa(i, c);
+          if (m.size() > 0)
+            for (Index b = 0; b < s.dropped_count(); ++b)
+              folded += std::fabs(m(b, t)) * qa(i, s.dropped()[static_cast<std::size_t>(b)]);
+          a += folded * ka(j, c);
+        }
+        for (Index b = 0; b < offset.size(); ++b)
+          a += qa(i, s.dropped()[static_cast<std::size_t>(b)]) * std::fabs(offset(b));
+      } else {
+        a = qa.row(i).dot(ka.row(j));
+      }
+      out(i, j) = scale * a;
+    }
+  return out;
+}
+
+/// Per-row bound on |O - O_exact| (and |lse - lse_exact|) for attention
+/// through the pruned cache: the fused kernel's worst case
+/// (attention/flash_bounds.hpp) on those scales with D + 3 + extra_terms
+/// roundings per logit (folding the query: |B| + 1 terms, the dot product: D',
+/// the constant: |B| + 1, all within D + 3; extra_terms for perturbations of
+/// the effective keys, in units of u a_ij), plus the exact merge of the two
+/// partials (two weights, their sum and quotients, the combination: five
+/// roundings of max|v|) and the addition of the row constant to the lse (one
+/// rounding of |lse|, left to the caller).
+template <typename Scalar>
+flash_bounds::Bound pruned_attention_bound(const RowMatrix<double>& abs_logits, double max_v, Index d,
+                                           double extra_terms = 0) {
+  flash_bounds::Bound b = flash_bounds::error_bound_from_abs_logits<Scalar>(
+      abs_logits, max_v, static_cast<double>(d) + 3 + extra_terms, abs_logits.cols(), 128,
+      flash_bounds::BoundKind::worst_case);
+  b.output.array() += 5 * 0.5 * eps<Scalar>() * max_v;
+  return b;
+}
+
+/// |got - want| within `bound` row by row (want in long double); the lse gets
+/// three more roundings of |lse| (the row constant and the merge's log).
+template <typename Scalar>
+::testing::AssertionResult within_row_bound(const RowMatrix<Scalar>& got_output, const Vector<Scalar>* got_lse,
+                                            const RowMatrix<LD>& want_output, const Vector<LD>* want_lse,
+                                            const flash_bounds::Bound& bound) {
+  for (Index i = 0; i < got_output.rows(); ++i) {
+    for (Index c = 0; c < got_output.cols(); ++c) {
+      const double e = std::fabs(static_cast<double>(got_output(i, c)) - static_cast<double>(want_output(i, c)));
+      if (!(e <= bound.output(i)))
+        return ::testing::AssertionFailure()
+               << "row " << i << " col " << c << ": |error| " << e << " > bound " << bound.output(i);
+    }
+    if (got_lse && want_lse) {
+      const double lse = static_cast<double>((*want_lse)(i));
+      const double e = std::fabs(static_cast<double>((*got_lse)(i)) - lse);
+      if (!(e <= bound.lse(i) + 3 * eps<Scalar>() * std::fabs(lse)))
+        return ::testing::AssertionFailure() << "row " << i << ": lse error " << e << " > " << bound.lse(i);
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace attnkit::test

@@ -32,9 +32,14 @@
 /// through the query, so it applies to every compressed token at once; stored
 /// keys and the selection never change.
 ///
-/// Attention is computed like reference_attention: per query row in the wide
-/// accumulation type (double for float, long double for double), rounded once.
-/// It is an oracle-quality path, not a fast kernel.
+/// Attention runs through the fused kernel (attnkit/attention/flash.hpp) as
+/// two partial results merged exactly (attnkit/attention/merge.hpp): the
+/// compressed tokens with the folded query q'_A = c q_A + M^T q_B (D' columns,
+/// the per-row constant scale q_B . offset added to that part's log-sum-exp)
+/// and the window tokens at full dimension. It reads D' + d_v numbers per
+/// compressed token instead of D + d_v, in the input's precision, with the
+/// kernel's accuracy (docs/flash.md). logits() is computed in the wide type,
+/// for analysis.
 ///
 /// Thread safety: const member functions may run concurrently; append(),
 /// refit() and assignment need exclusive access.
@@ -46,6 +51,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "attnkit/attention/flash.hpp"
+#include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/core/softmax.hpp"
 #include "attnkit/detail/wider.hpp"
@@ -200,13 +207,14 @@ class PrunedKeyCache {
   /// (size() x d_v, row j = token j's value): O = softmax(z + mask) V and the
   /// per-row log-sum-exp, with z as in the file comment and the masks and
   /// conventions of attnkit/attention/problem.hpp (query row i is token
-  /// offset + i; the default offset puts the queries at the end).
-  /// O(n_q size() (D + d_v)) in the wide type.
+  /// offset + i; the default offset puts the queries at the end). Computed by
+  /// the fused kernel (see the file comment), threads from `config`.
+  /// O(n_q (n_c (D' + d_v) + n_w (D + d_v)) + n_q |B| D') time.
   /// \throws std::invalid_argument for an empty cache, empty or mis-shaped
-  ///         queries or values, a bad scale or mask offset.
+  ///         queries or values, a bad scale or mask, or a bad config.
   template <typename DQ, typename DV>
   AttentionResult<Scalar> attention(const Eigen::MatrixBase<DQ>& queries, const Eigen::MatrixBase<DV>& values,
-                                    const AttentionOptions& options = {}) const {
+                                    const AttentionOptions& options = {}, const FlashConfig& config = {}) const {
     static_assert(std::is_same_v<typename DV::Scalar, Scalar>, "values must have the cache's Scalar type");
     const char* where = "PrunedKeyCache::attention";
     check_queries(where, queries);
@@ -214,30 +222,34 @@ class PrunedKeyCache {
     if (values.rows() != size())
       detail::fail(where, ": values ", detail::shape(values), " must have one row per cached token (", size(),
                    ")");
-    const Wide s = static_cast<Wide>(resolve_scale(where, options.scale));
-    const MaskLayout mask = resolve_mask(options.mask, queries.rows(), size());
-    const Operands ops = operands();
-    const RowMatrix<Wide> vw = values.template cast<Wide>();
-    AttentionResult<Scalar> result{RowMatrix<Scalar>(queries.rows(), values.cols()),
-                                   Vector<Scalar>(queries.rows())};
-    Vector<Wide> probs;
-    for (Index r0 = 0; r0 < queries.rows(); r0 += block_rows) {
-      const Index rows = std::min(block_rows, queries.rows() - r0);
-      const RowMatrix<Wide> z = block_logits(ops, queries.middleRows(r0, rows), s);
-      for (Index t = 0; t < rows; ++t) {
-        const Index i = r0 + t, end = mask.key_end(i);
-        if (end == 0) {
-          result.output.row(i).setZero();
-          result.lse(i) = -std::numeric_limits<Scalar>::infinity();
-          continue;
-        }
-        probs.resize(end);
-        const Wide lse = detail::softmax_row(z.row(t).head(end), Wide(1), &probs);
-        result.lse(i) = static_cast<Scalar>(lse);
-        result.output.row(i) = (vw.topRows(end).transpose() * probs).transpose().template cast<Scalar>();
-      }
+    AttentionOptions part = options;
+    part.scale = resolve_scale(where, options.scale);
+    resolve_mask(options.mask, queries.rows(), size());  // validated once, named for this call
+    const Index n_c = compressed_.rows(), n_w = window_.rows();
+    const Eigen::Ref<const RowMatrix<Scalar>> q(queries);
+    const Eigen::Ref<const RowMatrix<Scalar>> v(values);
+    std::optional<AttentionResult<Scalar>> result;
+    if (n_c > 0) {
+      Vector<Scalar> constant;
+      const RowMatrix<Scalar> folded = fold_queries(q, *part.scale, constant);
+      KeySet keys;
+      keys.sequence_length = size();
+      result = flash_attention_partial(folded, compressed_.view(), v.topRows(n_c), keys, part, config);
+      if (constant.size() > 0)
+        for (Index i = 0; i < q.rows(); ++i)
+          if (result->lse(i) != -std::numeric_limits<Scalar>::infinity()) result->lse(i) += constant(i);
     }
-    return result;
+    if (n_w > 0) {
+      KeySet keys;
+      keys.first_position = n_c;
+      keys.sequence_length = size();
+      AttentionResult<Scalar> window = flash_attention_partial(q, window_.view(), v.bottomRows(n_w), keys, part, config);
+      if (result)
+        merge_attention_into(*result, window);
+      else
+        result = std::move(window);
+    }
+    return std::move(*result);
   }
 
   /// Exact byte counts (see PrunedCacheMemory).
@@ -344,6 +356,24 @@ class PrunedKeyCache {
     ops.coefficients = compensation_.coefficients.template cast<Wide>();
     ops.offset = compensation_.offset.template cast<Wide>();
     return ops;
+  }
+
+  /// The compressed part's queries q'_A = c q_A + M^T q_B (n_q x D') and,
+  /// with a compensation, the per-row constants scale q_B . offset.
+  RowMatrix<Scalar> fold_queries(const Eigen::Ref<const RowMatrix<Scalar>>& q, double scale,
+                                 Vector<Scalar>& constant) const {
+    const Index rows = q.rows(), na = kept_dim(), nb = selection_.dropped_count();
+    RowMatrix<Scalar> qa(rows, na);
+    for (Index t = 0; t < na; ++t)
+      qa.col(t) = q.col(selection_.kept()[static_cast<std::size_t>(t)]);
+    if (kept_scale_ != 1.0) qa *= static_cast<Scalar>(kept_scale_);
+    if (compensation_.kind == PruneCompensation::none || nb == 0) return qa;
+    RowMatrix<Scalar> qb(rows, nb);
+    for (Index t = 0; t < nb; ++t)
+      qb.col(t) = q.col(selection_.dropped()[static_cast<std::size_t>(t)]);
+    if (compensation_.kind == PruneCompensation::regression) qa.noalias() += qb * compensation_.coefficients;
+    constant = static_cast<Scalar>(scale) * (qb * compensation_.offset);
+    return qa;
   }
 
   /// Scaled logits (rows x size()) of a block of queries, in the wide type.

@@ -30,9 +30,11 @@
 ///    matrix and its total sum_ij W_ij (objective / objective_total is the
 ///    share of the weight that is dropped).
 ///
-/// Cost: prune_prompt, plus O(n_j n (D + d_v)) in the wide type for the judged
-/// queries over the cache and as much again for the exact outputs (n_j judged
-/// queries). Thread safety: pure function.
+/// Cost: prune_prompt; the judged queries over the cache through the fused
+/// kernel, O(n_j n (D' + d_v)); the logit error in the wide type,
+/// O(n_j n_c (D + D')), per block of 256 queries; and the exact outputs
+/// (reference_attention, O(n_j n (D + d_v)) in the wide type) unless given.
+/// Thread safety: pure function.
 
 #include <algorithm>
 #include <cmath>
@@ -172,24 +174,29 @@ PruneProtocolResult<typename DQ::Scalar> run_protocol_checked(
   r.first_judged = l.first_judged;
   const RowMatrix<Scalar> qj = q.bottomRows(n_j);
 
-  // Logit error on the compressed prompt keys, before anything is appended.
+  // Logit error on the compressed prompt keys, before anything is appended,
+  // accumulated per block of queries (no n_j x n logit matrix).
   const Index n_c = cache.compressed_size();
   if (n_c > 0) {
     const double scale = po.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.cols())));
-    const RowMatrix<Scalar> approx = cache.logits(qj, po.scale);
-    const RowMatrix<Wide> exact_z =
-        static_cast<Wide>(scale) *
-        (qj.template cast<Wide>() * k.topRows(n_c).template cast<Wide>().transpose());
+    const RowMatrix<Wide> kc = k.topRows(n_c).template cast<Wide>();
+    constexpr Index block = 256;
     long double sum = 0;
     long double count = 0;
-    for (Index t = 0; t < n_j; ++t) {
-      const Index visible = std::min(n_c, l.first_judged + t + 1);
-      for (Index m = 0; m < visible; ++m) {
-        const long double diff =
-            static_cast<long double>(approx(t, m)) - static_cast<long double>(exact_z(t, m));
-        sum += diff * diff;
+    for (Index t0 = 0; t0 < n_j; t0 += block) {
+      const Index rows = std::min(block, n_j - t0);
+      const RowMatrix<Scalar> approx = cache.logits(qj.middleRows(t0, rows), po.scale);
+      const RowMatrix<Wide> exact_z =
+          static_cast<Wide>(scale) * (qj.middleRows(t0, rows).template cast<Wide>() * kc.transpose());
+      for (Index t = 0; t < rows; ++t) {
+        const Index visible = std::min(n_c, l.first_judged + t0 + t + 1);
+        for (Index m = 0; m < visible; ++m) {
+          const long double diff =
+              static_cast<long double>(approx(t, m)) - static_cast<long double>(exact_z(t, m));
+          sum += diff * diff;
+        }
+        count += static_cast<long double>(visible);
       }
-      count += static_cast<long double>(visible);
     }
     r.logit_rmse = count > 0 ? static_cast<double>(std::sqrt(sum / count)) : 0.0;
   }

@@ -8,6 +8,7 @@
 #include <cstddef>
 
 #include "attnkit/core/types.hpp"
+#include "attnkit/detail/check.hpp"
 
 namespace attnkit::detail {
 
@@ -23,12 +24,20 @@ class RowBuffer {
   /// The valid rows, (rows() x cols()).
   auto view() const { return data_.topRows(rows_); }
 
-  /// Appends the rows of `m` (same number of columns).
+  /// Appends the rows of `m` (same number of columns). `m` may be a view of
+  /// this buffer's own rows: when the storage must grow, the rows are copied
+  /// before it is replaced.
   template <typename Derived>
   void append(const Eigen::MatrixBase<Derived>& m) {
-    reserve(rows_ + m.rows());
-    data_.middleRows(rows_, m.rows()) = m;
-    rows_ += m.rows();
+    const Index n = m.rows();
+    if (rows_ + n > data_.rows()) {
+      const RowMatrix<Scalar> copy = m;  // m may point into data_
+      reserve(rows_ + n);
+      data_.middleRows(rows_, n) = copy;
+    } else {
+      data_.middleRows(rows_, n) = m;  // rows past rows_: never overlap a view of the valid rows
+    }
+    rows_ += n;
   }
 
   /// Removes the first `count` rows, moving the others up. O(rows() cols()).
@@ -48,7 +57,8 @@ class RowBuffer {
  private:
   void reserve(Index rows) {
     if (rows <= data_.rows()) return;
-    const Index cap = std::max<Index>({rows, 2 * data_.rows(), 16});
+    checked_product("PrunedKeyCache: rows x columns", rows, cols());
+    const Index cap = std::max<Index>({rows, data_.rows() > (Index(1) << 61) ? rows : 2 * data_.rows(), 16});
     data_.conservativeResize(cap, Eigen::NoChange);
   }
 
