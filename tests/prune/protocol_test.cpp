@@ -298,6 +298,66 @@ TYPED_TEST(ProtocolTest, CompressNewKeysTokenByToken) {
   EXPECT_EQ(res.memory.window_key_bytes, sizeof(Scalar) * static_cast<std::size_t>(r * d));
 }
 
+// Grouped-query attention: one selection for the query heads that share a
+// key head. With the default (gram, top-k) it is ThinK over the group: keep
+// the D' dimensions with the largest sum_h ||q_h,i||^2 ||k_i||^2 (by hand,
+// in long double); every head's judged outputs then equal the naive
+// attention over that one pruned cache; one head alone is run_prune_protocol.
+TYPED_TEST(ProtocolTest, SharedSelectionIsThinkOverTheGroup) {
+  using Scalar = TypeParam;
+  const Index n = 200, n0 = 150, d = 16, w = 12, heads = 3;
+  const Workload<Scalar> wl = make_llm_like_workload<Scalar>({n, n, d, d}, 15);
+  RowMatrix<Scalar> q(heads * n, d);
+  for (Index h = 0; h < heads; ++h)
+    q.middleRows(h * n, n) = make_llm_like_workload<Scalar>({n, n, d, d}, 16 + static_cast<std::uint64_t>(h)).q;
+  PruneProtocolOptions o;
+  o.prompt = n0;
+  o.window = w;
+  o.prune.ratio = 0.5;
+  const auto res = run_prune_protocol_shared(q, heads, wl.k, wl.v, o);
+  ASSERT_EQ(res.size(), static_cast<std::size_t>(heads));
+  std::vector<LD> score(static_cast<std::size_t>(d), 0);
+  for (Index i = 0; i < d; ++i) {
+    LD qn = 0;
+    for (Index h = 0; h < heads; ++h)
+      qn += q.col(i).segment(h * n + n0 - w, w).template cast<LD>().squaredNorm();
+    score[static_cast<std::size_t>(i)] = qn * wl.k.col(i).head(n0).template cast<LD>().squaredNorm();
+  }
+  std::vector<Index> order(static_cast<std::size_t>(d));
+  std::iota(order.begin(), order.end(), Index(0));
+  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) {
+    return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
+  });
+  const DimSelection want(d, std::vector<Index>(order.begin(), order.begin() + 8));
+  const LD scale = 1 / std::sqrt(LD(d));
+  const Index n_c = n0 - o.prune.recent;
+  for (Index h = 0; h < heads; ++h) {
+    const auto& r = res[static_cast<std::size_t>(h)];
+    EXPECT_EQ(r.selection, want) << "head " << h;
+    RowMatrix<LD> eff = wl.k.template cast<LD>();
+    for (Index j = 0; j < n_c; ++j)
+      for (const Index b : want.dropped())
+        eff(j, b) = 0;
+    const RowMatrix<Scalar> qh = q.middleRows(h * n + n0, n - n0);
+    const test::NaiveResult naive = test::naive_attention(qh.template cast<LD>(), eff, wl.v.template cast<LD>(),
+                                                          test::NaiveMask{MaskKind::causal, n0},
+                                                          static_cast<double>(scale));
+    const RowMatrix<double> abs_logits = test::pruned_abs_logits(qh, wl.k, want, n_c, 1.0, RowMatrix<double>(),
+                                                                 Eigen::VectorXd(), static_cast<double>(scale));
+    const auto bound =
+        test::pruned_attention_bound<Scalar>(abs_logits, wl.v.template cast<double>().cwiseAbs().maxCoeff(), d);
+    EXPECT_TRUE(test::within_row_bound<Scalar>(r.output, nullptr, naive.output, nullptr, bound)) << "head " << h;
+    EXPECT_EQ(r.memory.total_bytes(), res[0].memory.total_bytes());
+  }
+  // One head alone: the single-head protocol, bit for bit.
+  const auto one = run_prune_protocol_shared(q.topRows(n), 1, wl.k, wl.v, o);
+  const auto single = run_prune_protocol(q.topRows(n), wl.k, wl.v, o);
+  EXPECT_EQ(one[0].selection, single.selection);
+  EXPECT_EQ(one[0].output, single.output);
+  EXPECT_TRUE(throws_invalid_argument([&] { run_prune_protocol_shared(q.topRows(2 * n + 1), 2, wl.k, wl.v, o); },
+                                      {"run_prune_protocol_shared", "heads = 2"}));
+}
+
 TYPED_TEST(ProtocolTest, BadInputThrows) {
   using Scalar = TypeParam;
   const Index n = 50, d = 8;

@@ -117,6 +117,77 @@ inline DimSelection choose_dimensions(const RowMatrix<double>& weights, const Ro
   detail::fail("choose_dimensions: unknown selector");
 }
 
+namespace detail {
+
+/// prune_prompt for `heads` query heads sharing the prompt keys: their
+/// window queries stacked (heads w x D); the weights are the sum of the
+/// heads' weights.
+template <typename DQ, typename DK>
+PrunedPrompt<typename DQ::Scalar> prune_prompt_heads(const char* where, const Eigen::MatrixBase<DQ>& window_queries,
+                                                     Index heads, const Eigen::MatrixBase<DK>& prompt_keys,
+                                                     const PruneOptions& options) {
+  using Scalar = typename DQ::Scalar;
+  static_assert(std::is_same_v<Scalar, typename DK::Scalar>, "queries and keys must share one Scalar type");
+  detail::require_non_empty(where, "window queries", window_queries);
+  detail::require_non_empty(where, "prompt keys", prompt_keys);
+  if (heads < 1 || window_queries.rows() % heads != 0)
+    detail::fail(where, ": window queries ", detail::shape(window_queries), " do not split into heads = ", heads,
+                 " blocks of equal rows");
+  if (window_queries.cols() != prompt_keys.cols())
+    detail::fail(where, ": window queries ", detail::shape(window_queries), " and prompt keys ",
+                 detail::shape(prompt_keys), " must have the same width D");
+  const Index w = window_queries.rows() / heads;
+  if (w > prompt_keys.rows())
+    detail::fail(where, ": the window (w = ", w, ") is longer than the prompt (n0 = ", prompt_keys.rows(), ")");
+  detail::check_prune_options(where, options);
+  const Index d = prompt_keys.cols(), n0 = prompt_keys.rows();
+  const Index kept = kept_dimension_count(d, options.ratio);
+  const Index n_c = std::max<Index>(0, n0 - options.recent);
+  const PruneConfig& config = options.config;
+
+  const KeyStatistics compressed = key_statistics(prompt_keys.topRows(n_c));
+  // The stacked queries' Gram is the sum of the heads' Grams.
+  const RowMatrix<double> g = query_gram(window_queries);
+  RowMatrix<double> wm;
+  const bool need_weights =
+      !(config.selector == PruneSelector::residual && config.weights == PruneWeights::attention);
+  if (config.weights == PruneWeights::attention) {
+    if (need_weights) {
+      AttentionWeightOptions ao;
+      ao.attention = AttentionOptions{Mask::causal(), options.scale};
+      ao.error_keys = options.weight_keys == WeightKeys::prompt ? n0 : n_c;
+      ao.centre = config.compensation != PruneCompensation::none;
+      // Each head's window queries are the last w prompt positions.
+      for (Index h = 0; h < heads; ++h) {
+        RowMatrix<double> wh = attention_weights(window_queries.middleRows(h * w, w), prompt_keys, ao);
+        if (h == 0)
+          wm = std::move(wh);
+        else
+          wm += wh;
+      }
+    }
+  } else {
+    KeyStatistics keys = compressed;
+    if (options.weight_keys == WeightKeys::prompt)
+      keys.merge(key_statistics(prompt_keys.bottomRows(n0 - n_c)));
+    wm = config.weights == PruneWeights::gram ? gram_weights_from_statistics(g, keys)
+                                              : centered_weights_from_statistics(g, keys);
+  }
+  DimSelection selection = choose_dimensions(wm, g, compressed, kept, config, options.fit);
+
+  PrunedCacheOptions co;
+  co.recent = options.recent;
+  co.compensation = config.compensation;
+  co.fit = options.fit;
+  co.scale_correction = config.scale_correction;
+  co.compress_overflow = options.compress_overflow;
+  co.refit_growth = options.refit_growth;
+  return PrunedPrompt<Scalar>{PrunedKeyCache<Scalar>(prompt_keys, std::move(selection), co, compressed),
+                              std::move(wm)};
+}
+
+}  // namespace detail
+
 /// Prunes the prompt keys (see the file comment).
 /// \param window_queries (w x D), the last w prompt queries (w >= 1).
 /// \param prompt_keys (n0 x D), n0 >= 1: the window queries are its last w
@@ -128,54 +199,28 @@ template <typename DQ, typename DK>
 PrunedPrompt<typename DQ::Scalar> prune_prompt(const Eigen::MatrixBase<DQ>& window_queries,
                                                const Eigen::MatrixBase<DK>& prompt_keys,
                                                const PruneOptions& options = {}) {
-  using Scalar = typename DQ::Scalar;
-  static_assert(std::is_same_v<Scalar, typename DK::Scalar>, "queries and keys must share one Scalar type");
-  const char* where = "prune_prompt";
-  detail::require_non_empty(where, "window queries", window_queries);
-  detail::require_non_empty(where, "prompt keys", prompt_keys);
-  if (window_queries.cols() != prompt_keys.cols())
-    detail::fail(where, ": window queries ", detail::shape(window_queries), " and prompt keys ",
-                 detail::shape(prompt_keys), " must have the same width D");
-  if (window_queries.rows() > prompt_keys.rows())
-    detail::fail(where, ": the window (w = ", window_queries.rows(),
-                 ") is longer than the prompt (n0 = ", prompt_keys.rows(), ")");
-  detail::check_prune_options(where, options);
-  const Index d = prompt_keys.cols(), n0 = prompt_keys.rows();
-  const Index kept = kept_dimension_count(d, options.ratio);
-  const Index n_c = std::max<Index>(0, n0 - options.recent);
-  const PruneConfig& config = options.config;
+  return detail::prune_prompt_heads("prune_prompt", window_queries, 1, prompt_keys, options);
+}
 
-  const KeyStatistics compressed = key_statistics(prompt_keys.topRows(n_c));
-  const RowMatrix<double> g = query_gram(window_queries);
-  RowMatrix<double> w;
-  const bool need_weights =
-      !(config.selector == PruneSelector::residual && config.weights == PruneWeights::attention);
-  if (config.weights == PruneWeights::attention) {
-    if (need_weights) {
-      AttentionWeightOptions ao;
-      ao.attention = AttentionOptions{Mask::causal(), options.scale};
-      ao.error_keys = options.weight_keys == WeightKeys::prompt ? n0 : n_c;
-      ao.centre = config.compensation != PruneCompensation::none;
-      w = attention_weights(window_queries, prompt_keys, ao);
-    }
-  } else {
-    KeyStatistics keys = compressed;
-    if (options.weight_keys == WeightKeys::prompt)
-      keys.merge(key_statistics(prompt_keys.bottomRows(n0 - n_c)));
-    w = config.weights == PruneWeights::gram ? gram_weights_from_statistics(g, keys)
-                                             : centered_weights_from_statistics(g, keys);
-  }
-  DimSelection selection = choose_dimensions(w, g, compressed, kept, config, options.fit);
-
-  PrunedCacheOptions co;
-  co.recent = options.recent;
-  co.compensation = config.compensation;
-  co.fit = options.fit;
-  co.scale_correction = config.scale_correction;
-  co.compress_overflow = options.compress_overflow;
-  co.refit_growth = options.refit_growth;
-  return PrunedPrompt<Scalar>{PrunedKeyCache<Scalar>(prompt_keys, std::move(selection), co, compressed),
-                              std::move(w)};
+/// Prunes the prompt keys of one key/value head for ALL the query heads that
+/// share it (grouped-query attention): one selection, one compensation and
+/// one cache for the group, so the pruned cache keeps the GQA saving. The
+/// selection minimises the sum of the heads' objectives: the weights are the
+/// sum of the heads' weight matrices (for gram and centered weights and the
+/// residual selector, the heads' query Grams add up; attention weights are
+/// computed per head and added).
+/// \param window_queries (heads w x D): rows [h w, (h + 1) w) are query head
+///        h's last w prompt queries.
+/// \param heads the query heads in the group (>= 1).
+/// \param prompt_keys (n0 x D) the group's prompt keys.
+/// \throws std::invalid_argument as prune_prompt, and when the rows of
+///         window_queries do not split into `heads` blocks.
+/// Cost: prune_prompt's, with the attention weights once per head.
+template <typename DQ, typename DK>
+PrunedPrompt<typename DQ::Scalar> prune_prompt_shared(const Eigen::MatrixBase<DQ>& window_queries, Index heads,
+                                                      const Eigen::MatrixBase<DK>& prompt_keys,
+                                                      const PruneOptions& options = {}) {
+  return detail::prune_prompt_heads("prune_prompt_shared", window_queries, heads, prompt_keys, options);
 }
 
 }  // namespace attnkit

@@ -41,6 +41,7 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/core/metrics.hpp"
@@ -96,7 +97,7 @@ struct ProtocolLayout {
 template <typename DQ, typename DK, typename DV>
 ProtocolLayout check_protocol(const char* where, const Eigen::MatrixBase<DQ>& q,
                               const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-                              const PruneProtocolOptions& o) {
+                              const PruneProtocolOptions& o, Index heads = 1) {
   static_assert(std::is_same_v<typename DQ::Scalar, typename DK::Scalar> &&
                     std::is_same_v<typename DQ::Scalar, typename DV::Scalar>,
                 "Q, K and V must share one Scalar type");
@@ -105,11 +106,12 @@ ProtocolLayout check_protocol(const char* where, const Eigen::MatrixBase<DQ>& q,
   require_non_empty(where, "V", v);
   if (q.cols() != k.cols())
     fail(where, ": Q ", shape(q), " and K ", shape(k), " must have the same width D (columns)");
-  if (q.rows() != k.rows() || k.rows() != v.rows())
-    fail(where, ": Q ", shape(q), ", K ", shape(k), " and V ", shape(v),
-         " must have one row per token (the same number of rows n)");
+  if (heads < 1) fail(where, ": heads = ", heads, " must be >= 1");
+  if (q.rows() != heads * k.rows() || k.rows() != v.rows())
+    fail(where, ": Q ", shape(q), ", K ", shape(k), " and V ", shape(v), " must have one row per token",
+         heads > 1 ? " (Q: one per token and query head)" : "", " (n rows; heads = ", heads, ")");
   ProtocolLayout l;
-  l.n = q.rows();
+  l.n = k.rows();
   l.n0 = o.prompt.value_or(l.n);
   if (l.n0 < 1 || l.n0 > l.n) fail(where, ": prompt n0 = ", l.n0, " must be in [1, n] = [1, ", l.n, "]");
   if (o.window < 1) fail(where, ": window w = ", o.window, " must be >= 1");
@@ -132,6 +134,18 @@ RowMatrix<typename DQ::Scalar> exact_outputs_checked(const Eigen::MatrixBase<DQ>
   return reference_attention(q.bottomRows(l.n - l.first_judged), k, v, causal).output;
 }
 
+/// The exact outputs of every head's judged queries (heads n_j x d_v).
+template <typename DQ, typename DK, typename DV>
+RowMatrix<typename DQ::Scalar> exact_outputs_heads(const Eigen::MatrixBase<DQ>& q, Index heads,
+                                                   const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
+                                                   const PruneProtocolOptions& options, const ProtocolLayout& l) {
+  const Index n_j = l.n - l.first_judged;
+  RowMatrix<typename DQ::Scalar> out(heads * n_j, v.cols());
+  for (Index h = 0; h < heads; ++h)
+    out.middleRows(h * n_j, n_j) = exact_outputs_checked(q.middleRows(h * l.n, l.n), k, v, options, l);
+  return out;
+}
+
 }  // namespace detail
 
 /// The exact outputs of the judged queries (reference_attention, causal):
@@ -149,30 +163,39 @@ RowMatrix<typename DQ::Scalar> protocol_exact_outputs(const Eigen::MatrixBase<DQ
 
 namespace detail {
 
-/// run_prune_protocol after its arguments were validated (layout `l`).
+/// The protocol for `heads` query heads (q: heads n x D, head h in rows
+/// [h n, (h + 1) n)) sharing K and V, after validation (layout `l`): one
+/// selection and one cache for the group (prune_prompt_shared); exact holds
+/// every head's exact judged outputs (heads n_j x d_v). One result per head.
 template <typename DQ, typename DK, typename DV, typename DE>
-PruneProtocolResult<typename DQ::Scalar> run_protocol_checked(
-    const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-    const PruneProtocolOptions& options, const Eigen::MatrixBase<DE>& exact, const ProtocolLayout& l) {
+std::vector<PruneProtocolResult<typename DQ::Scalar>> run_protocol_heads_checked(
+    const char* where, const Eigen::MatrixBase<DQ>& q, Index heads, const Eigen::MatrixBase<DK>& k,
+    const Eigen::MatrixBase<DV>& v, const PruneProtocolOptions& options, const Eigen::MatrixBase<DE>& exact,
+    const ProtocolLayout& l) {
   using Scalar = typename DQ::Scalar;
   using Wide = wider_t<Scalar>;
-  const char* where = "run_prune_protocol";
-  const Index n_j = l.n - l.first_judged;
-  if (exact.rows() != n_j || exact.cols() != v.cols())
-    detail::fail(where, ": exact outputs ", detail::shape(exact), " must be (", n_j, " x ", v.cols(),
-                 "), one row per judged query");
+  const Index n_j = l.n - l.first_judged, n = l.n, w = options.window;
+  if (exact.rows() != heads * n_j || exact.cols() != v.cols())
+    detail::fail(where, ": exact outputs ", detail::shape(exact), " must be (", heads * n_j, " x ", v.cols(),
+                 "), one row per judged query", heads > 1 ? " and head" : "");
 
   PruneOptions po = options.prune;
   po.compress_overflow = options.compress_new_keys;
-  PrunedPrompt<Scalar> pruned =
-      prune_prompt(q.middleRows(l.n0 - options.window, options.window), k.topRows(l.n0), po);
+  RowMatrix<Scalar> windows(heads * w, q.cols());
+  for (Index h = 0; h < heads; ++h)
+    windows.middleRows(h * w, w) = q.middleRows(h * n + l.n0 - w, w);
+  PrunedPrompt<Scalar> pruned = prune_prompt_heads(where, windows, heads, k.topRows(l.n0), po);
   PrunedKeyCache<Scalar>& cache = pruned.cache;
 
-  PruneProtocolResult<Scalar> r;
-  r.selection = cache.selection();
-  r.prompt = l.n0;
-  r.first_judged = l.first_judged;
-  const RowMatrix<Scalar> qj = q.bottomRows(n_j);
+  std::vector<PruneProtocolResult<Scalar>> results(static_cast<std::size_t>(heads));
+  std::vector<RowMatrix<Scalar>> qj(static_cast<std::size_t>(heads));
+  for (Index h = 0; h < heads; ++h) {
+    PruneProtocolResult<Scalar>& r = results[static_cast<std::size_t>(h)];
+    r.selection = cache.selection();
+    r.prompt = l.n0;
+    r.first_judged = l.first_judged;
+    qj[static_cast<std::size_t>(h)] = q.middleRows(h * n + l.first_judged, n_j);
+  }
 
   // Logit error on the compressed prompt keys, before anything is appended,
   // accumulated per block of queries (no n_j x n logit matrix).
@@ -181,58 +204,81 @@ PruneProtocolResult<typename DQ::Scalar> run_protocol_checked(
     const double scale = po.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.cols())));
     const RowMatrix<Wide> kc = k.topRows(n_c).template cast<Wide>();
     constexpr Index block = 256;
-    long double sum = 0;
-    long double count = 0;
-    for (Index t0 = 0; t0 < n_j; t0 += block) {
-      const Index rows = std::min(block, n_j - t0);
-      const RowMatrix<Scalar> approx = cache.logits(qj.middleRows(t0, rows), po.scale);
-      const RowMatrix<Wide> exact_z =
-          static_cast<Wide>(scale) * (qj.middleRows(t0, rows).template cast<Wide>() * kc.transpose());
-      for (Index t = 0; t < rows; ++t) {
-        const Index visible = std::min(n_c, l.first_judged + t0 + t + 1);
-        for (Index m = 0; m < visible; ++m) {
-          const long double diff =
-              static_cast<long double>(approx(t, m)) - static_cast<long double>(exact_z(t, m));
-          sum += diff * diff;
+    for (Index h = 0; h < heads; ++h) {
+      const RowMatrix<Scalar>& qh = qj[static_cast<std::size_t>(h)];
+      long double sum = 0;
+      long double count = 0;
+      for (Index t0 = 0; t0 < n_j; t0 += block) {
+        const Index rows = std::min(block, n_j - t0);
+        const RowMatrix<Scalar> approx = cache.logits(qh.middleRows(t0, rows), po.scale);
+        const RowMatrix<Wide> exact_z =
+            static_cast<Wide>(scale) * (qh.middleRows(t0, rows).template cast<Wide>() * kc.transpose());
+        for (Index t = 0; t < rows; ++t) {
+          const Index visible = std::min(n_c, l.first_judged + t0 + t + 1);
+          for (Index m = 0; m < visible; ++m) {
+            const long double diff =
+                static_cast<long double>(approx(t, m)) - static_cast<long double>(exact_z(t, m));
+            sum += diff * diff;
+          }
+          count += static_cast<long double>(visible);
         }
-        count += static_cast<long double>(visible);
       }
+      results[static_cast<std::size_t>(h)].logit_rmse = count > 0 ? static_cast<double>(std::sqrt(sum / count)) : 0.0;
     }
-    r.logit_rmse = count > 0 ? static_cast<double>(std::sqrt(sum / count)) : 0.0;
   }
 
   // The judged queries over the cache.
   const AttentionOptions causal{Mask::causal(), po.scale};
-  if (l.n0 == l.n) {
-    r.output = cache.attention(qj, v, causal).output;
-  } else if (!options.compress_new_keys) {
-    cache.append(k.bottomRows(n_j));
-    r.output = cache.attention(qj, v, causal).output;
+  if (l.n0 != l.n && !options.compress_new_keys) cache.append(k.bottomRows(n_j));
+  if (!options.compress_new_keys || l.n0 == l.n) {
+    for (Index h = 0; h < heads; ++h)
+      results[static_cast<std::size_t>(h)].output = cache.attention(qj[static_cast<std::size_t>(h)], v, causal).output;
   } else {
-    r.output.resize(n_j, v.cols());
+    for (Index h = 0; h < heads; ++h)
+      results[static_cast<std::size_t>(h)].output.resize(n_j, v.cols());
     const AttentionOptions all{Mask::none(), po.scale};
     for (Index t = 0; t < n_j; ++t) {
       const Index pos = l.n0 + t;
       cache.append(k.middleRows(pos, 1));
-      r.output.row(t) = cache.attention(qj.middleRows(t, 1), v.topRows(pos + 1), all).output;
+      for (Index h = 0; h < heads; ++h)
+        results[static_cast<std::size_t>(h)].output.row(t) =
+            cache.attention(qj[static_cast<std::size_t>(h)].middleRows(t, 1), v.topRows(pos + 1), all).output;
     }
   }
-  r.exact = exact;
-  r.output_error = relative_frobenius_error(r.output, r.exact);
-  r.memory = cache.memory();
 
-  // The objective under the configuration's weights.
-  RowMatrix<double> w = std::move(pruned.weights);
-  if (w.size() == 0) {
+  // The objective under the configuration's weights (summed over the heads).
+  RowMatrix<double> wm = std::move(pruned.weights);
+  if (wm.size() == 0) {
     AttentionWeightOptions ao;
     ao.attention = AttentionOptions{Mask::causal(), po.scale};
     ao.error_keys = po.weight_keys == WeightKeys::prompt ? l.n0 : n_c;
     ao.centre = po.config.compensation != PruneCompensation::none;
-    w = attention_weights(q.middleRows(l.n0 - options.window, options.window), k.topRows(l.n0), ao);
+    for (Index h = 0; h < heads; ++h) {
+      RowMatrix<double> wh = attention_weights(windows.middleRows(h * w, w), k.topRows(l.n0), ao);
+      if (h == 0)
+        wm = std::move(wh);
+      else
+        wm += wh;
+    }
   }
-  r.objective = selection_objective(w, r.selection);
-  r.objective_total = total_objective(w);
-  return r;
+  const double objective = selection_objective(wm, cache.selection()), total = total_objective(wm);
+  for (Index h = 0; h < heads; ++h) {
+    PruneProtocolResult<Scalar>& r = results[static_cast<std::size_t>(h)];
+    r.exact = exact.middleRows(h * n_j, n_j);
+    r.output_error = relative_frobenius_error(r.output, r.exact);
+    r.memory = cache.memory();
+    r.objective = objective;
+    r.objective_total = total;
+  }
+  return results;
+}
+
+/// run_prune_protocol after its arguments were validated (layout `l`).
+template <typename DQ, typename DK, typename DV, typename DE>
+PruneProtocolResult<typename DQ::Scalar> run_protocol_checked(
+    const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
+    const PruneProtocolOptions& options, const Eigen::MatrixBase<DE>& exact, const ProtocolLayout& l) {
+  return std::move(run_protocol_heads_checked("run_prune_protocol", q, 1, k, v, options, exact, l)[0]);
 }
 
 }  // namespace detail
@@ -264,6 +310,26 @@ PruneProtocolResult<typename DQ::Scalar> run_prune_protocol(const Eigen::MatrixB
   const detail::ProtocolLayout l = detail::check_protocol("run_prune_protocol", q, k, v, options);
   return detail::run_protocol_checked(q, k, v, options, detail::exact_outputs_checked(q, k, v, options, l),
                                       l);
+}
+
+/// The protocol for a group of query heads that share one key/value head
+/// (grouped-query attention): the dimensions are chosen ONCE for the group
+/// from all its heads' windows (prune_prompt_shared), one pruned cache holds
+/// the group's keys, and every head's judged queries attend to it.
+/// \param q (heads n x D): query head h in rows [h n, (h + 1) n);
+/// \param k (n x D), \param v (n x d_v): the shared key/value head.
+/// \returns one result per query head (the same selection, cache memory and
+///          objective — of the summed weights — in each).
+/// \throws std::invalid_argument as run_prune_protocol, and when Q's rows are
+///         not heads * n.
+template <typename DQ, typename DK, typename DV>
+std::vector<PruneProtocolResult<typename DQ::Scalar>> run_prune_protocol_shared(
+    const Eigen::MatrixBase<DQ>& q, Index heads, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
+    const PruneProtocolOptions& options = {}) {
+  const char* where = "run_prune_protocol_shared";
+  const detail::ProtocolLayout l = detail::check_protocol(where, q, k, v, options, heads);
+  return detail::run_protocol_heads_checked(where, q, heads, k, v, options,
+                                            detail::exact_outputs_heads(q, heads, k, v, options, l), l);
 }
 
 }  // namespace attnkit
