@@ -50,8 +50,8 @@ void require_same_shape(const char* where, const char* name_a, const Eigen::Eige
 
 /// a * b for non-negative sizes, or an std::invalid_argument naming `what`
 /// when the product does not fit an Index.
-inline Index checked_product(const char* what, Index a, Index b) {
-  Index r = 0;
+inline Eigen::Index checked_product(const char* what, Eigen::Index a, Eigen::Index b) {
+  Eigen::Index r = 0;
   if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
     fail(what, ": the size ", a, " x ", b, " overflows a 64-bit index");
   return r;
