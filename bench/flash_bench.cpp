@@ -6,22 +6,32 @@
 // threads. Decode: one query against 65536 cached keys, d = 128, against the
 // time to read K and V once (a plain reduction over an equally large array).
 //
+// Also in the same run: the kernel of the previous commit (9c49f25, kept in
+// bench/baseline/) as "prev" rows, for before/after ratios; a sliding window
+// (w = 4096 at n = 65536, d = 64) against the causal run it is a band of; and
+// the pruned key cache (ratio 0.5, D = 128) decoding one query over 65536
+// keys against the full-dimension decode, and attending the judged queries
+// of the pruning protocol against flash on the same queries.
+//
 // GFLOP/s counts 4 n_q n_k d flops (the two products), halved for causal;
 // the GEMM counts its own 2 n^2 d. After the runs the binary prints a table of
 // ratios computed from the medians when --benchmark_repetitions > 1.
 //
 //   build/release/bench/flash_bench --benchmark_repetitions=3
-//   build/release/bench/flash_bench --benchmark_filter='flash|gemm' --benchmark_repetitions=3
+//   build/release/bench/flash_bench --benchmark_filter='flash|prev|fma' --benchmark_repetitions=5
 
 #include "attnkit/attention/flash.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "attnkit/attention/reference.hpp"
+#include "attnkit/prune/prompt.hpp"
+#include "baseline/flash_9c49f25.hpp"
 #include "bench_util.hpp"
 
 namespace attnkit::bench {
@@ -46,6 +56,133 @@ void run_flash(benchmark::State& state, Index n, Index d, bool causal, int threa
     benchmark::ClobberMemory();
   }
   set_gflops(state, attention_flops(n, n, d, d, causal));
+}
+
+// The same call through the kernel of commit 9c49f25 (bench/baseline/).
+void run_prev(benchmark::State& state, Index n, Index d, bool causal, int threads) {
+  const auto& w = cached_workload<float>(kKind, n, n, d);
+  const AttentionOptions opt{causal ? Mask::causal() : Mask::none(), {}};
+  RowMatrix<float> out(n, d);
+  Vector<float> lse(n);
+  for (auto _ : state) {
+    baseline_9c49f25::flash_attention_into(w.q, w.k, w.v, out, lse, opt, baseline_9c49f25::FlashConfig{threads});
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_gflops(state, attention_flops(n, n, d, d, causal));
+}
+
+// A sliding window of w keys under the causal mask: 2 n w - w^2 ... pairs; the
+// counter counts the visible pairs (n w - w (w - 1) / 2) at 4 d flops each.
+void run_window(benchmark::State& state, Index n, Index d, Index window, int threads) {
+  const auto& w = cached_workload<float>(kKind, n, n, d);
+  const AttentionOptions opt{Mask::causal().with_window(window), {}};
+  AttentionResult<float> r{RowMatrix<float>(n, d), Vector<float>(n)};
+  for (auto _ : state) {
+    flash_attention_into(w.q, w.k, w.v, r.output, r.lse, opt, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+    benchmark::ClobberMemory();
+  }
+  const double pairs = static_cast<double>(n) * static_cast<double>(window) -
+                       0.5 * static_cast<double>(window) * static_cast<double>(window - 1);
+  set_gflops(state, 4.0 * pairs * static_cast<double>(d));
+}
+
+// The pruned key cache of the LLM-like keys (ThinK: gram weights, top-k,
+// ratio 0.5, the last 32 tokens at full width) decoding one query over all
+// of them, against flash decode over the full-width keys of the same cache.
+struct PrunedSetup {
+  Workload<float> w;
+  PrunedPrompt<float> pruned;
+};
+
+const PrunedSetup& pruned_setup(Index n, Index d) {
+  static std::map<std::pair<Index, Index>, PrunedSetup> cache;
+  auto it = cache.find({n, d});
+  if (it == cache.end()) {
+    Workload<float> w = make_workload<float>(kKind, {n, n, d, d}, 2026);
+    PruneOptions o;
+    o.ratio = 0.5;
+    PrunedPrompt<float> p = prune_prompt(w.q.bottomRows(32), w.k, o);
+    it = cache.emplace(std::make_pair(n, d), PrunedSetup{std::move(w), std::move(p)}).first;
+  }
+  return it->second;
+}
+
+void run_pruned_decode(benchmark::State& state, Index n_k, Index d, int threads) {
+  const PrunedSetup& s = pruned_setup(n_k, d);
+  const RowMatrix<float> q = s.w.q.bottomRows(1);
+  for (auto _ : state) {
+    auto r = s.pruned.cache.attention(q, s.w.v, {}, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+  }
+  const double kept = static_cast<double>(s.pruned.cache.kept_dim());
+  state.counters["GB/s"] = benchmark::Counter(
+      static_cast<double>(n_k) * (kept + static_cast<double>(d)) * sizeof(float) / 1e9,
+      benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void run_full_decode(benchmark::State& state, Index n_k, Index d, int threads) {
+  const PrunedSetup& s = pruned_setup(n_k, d);
+  const RowMatrix<float> q = s.w.q.bottomRows(1);
+  for (auto _ : state) {
+    auto r = flash_attention(q, s.w.k, s.w.v, {}, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(2.0 * static_cast<double>(n_k * d) * sizeof(float) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The pruning protocol's judged queries (n = 4096, prompt n0 = 3072, D = 128):
+// the cache after the judged tokens were appended at full width, the 1024
+// judged queries attending causally. GFLOP/s counts the pruned flops:
+// 2 (D' + d_v) per compressed pair, 2 (D + d_v) per full-width pair.
+struct ProtocolSetup {
+  Workload<float> w;
+  PrunedPrompt<float> pruned;
+  RowMatrix<float> judged;
+  double pruned_flops = 0, full_flops = 0;
+};
+
+const ProtocolSetup& protocol_setup() {
+  static std::optional<ProtocolSetup> s;
+  if (!s) {
+    const Index n = 4096, n0 = 3072, d = 128;
+    Workload<float> w = make_workload<float>(kKind, {n, n, d, d}, 2026);
+    PruneOptions o;
+    o.ratio = 0.5;
+    o.compress_overflow = false;
+    PrunedPrompt<float> p = prune_prompt(w.q.middleRows(n0 - 32, 32), w.k.topRows(n0), o);
+    p.cache.append(w.k.bottomRows(n - n0));
+    const double n_c = static_cast<double>(p.cache.compressed_size()), kept = static_cast<double>(p.cache.kept_dim());
+    double pruned = 0, full = 0;
+    for (Index t = n0; t < n; ++t) {
+      const double seen = static_cast<double>(t + 1);
+      pruned += 2.0 * (n_c * (kept + d) + (seen - n_c) * (d + d));
+      full += 2.0 * seen * (d + d);
+    }
+    RowMatrix<float> judged = w.q.bottomRows(n - n0);
+    s = ProtocolSetup{std::move(w), std::move(p), std::move(judged), pruned, full};
+  }
+  return *s;
+}
+
+void run_protocol_pruned(benchmark::State& state, int threads) {
+  const ProtocolSetup& s = protocol_setup();
+  for (auto _ : state) {
+    auto r = s.pruned.cache.attention(s.judged, s.w.v, {Mask::causal()}, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+  }
+  set_gflops(state, s.pruned_flops);
+}
+
+void run_protocol_flash(benchmark::State& state, int threads) {
+  const ProtocolSetup& s = protocol_setup();
+  for (auto _ : state) {
+    auto r = flash_attention(s.judged, s.w.k, s.w.v, {Mask::causal()}, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+  }
+  set_gflops(state, s.full_flops);
 }
 
 void run_reference(benchmark::State& state, Index n, Index d, bool causal) {
@@ -153,28 +290,19 @@ void run_phase(benchmark::State& state, Index n, Index d, int phase) {
   const auto& w = cached_workload<float>(kKind, n, n, d);
   const Index block_q = detail::flash_default_block_q<float>(),
               block_k = detail::flash_default_block_k<float>();
-  const detail::FlashInputs<float> in{
-      w.q.data(),
-      d,
-      w.k.data(),
-      d,
-      w.v.data(),
-      d,
-      n,
-      n,
-      d,
-      d,
-      static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(d))),
-      resolve_mask(Mask::none(), n, n)};
+  const AttentionProblem pb = make_attention_problem("phase", w.q, w.k, w.v, {});
+  using In = detail::FlashInputs<float, float, float, float, DotProductScore>;
+  const In in{w.q.data(), d, w.k.data(), d, w.v.data(), d, n, d, d, 0, pb.mask,
+              DotProductScore{}.kernel<float>(pb)};
   detail::FlashWorkspace<float> ws;
-  ws.reserve(d, d, block_q, block_k);
+  ws.reserve(d, d, block_q, block_k, 0, 0);
   RowMatrix<float> out(n, d);
   Vector<float> lse(n);
   for (Index i0 = 0; i0 < n; i0 += block_q) {  // realistic contents for st
     const auto b = detail::block_shape<float>(std::min(block_q, n - i0));
     detail::block_begin(in, i0, b, ws);
     detail::tile_scores(in, b, 0, block_k, ws);
-    detail::tile_softmax(b, block_k, ws);
+    detail::tile_softmax(b.npk, b.bq, block_k, ws);
   }
   for (auto _ : state) {
     for (Index i0 = 0; i0 < n; i0 += block_q) {
@@ -187,8 +315,8 @@ void run_phase(benchmark::State& state, Index n, Index d, int phase) {
       for (Index j0 = 0; j0 < n; j0 += block_k) {
         const Index nk = std::min(block_k, n - j0);
         if (phase == 1) detail::tile_scores(in, b, j0, nk, ws);
-        if (phase == 2) detail::tile_softmax(b, nk, ws);
-        if (phase == 3) detail::tile_accumulate(in, b, j0, nk, false, ws);
+        if (phase == 2) detail::tile_softmax(b.npk, b.bq, nk, ws);
+        if (phase == 3) detail::tile_accumulate(in, b, j0, nk, 0, ws);
       }
     }
     benchmark::DoNotOptimize(ws.ot.data());
@@ -231,10 +359,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   void print_ratios() const {
     std::printf("\nRatios (medians when repeated):\n");
-    std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %8s %9s %9s %9s\n", "n", "d", "mask", "thr", "flash", "gemm",
-                "flash/", "vs mat.", "vs ref", "2thr/1thr", "causal/");
-    std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %8s %9s %9s %9s\n", "", "", "", "", "GFLOP/s", "GFLOP/s",
-                "gemm", "speedup", "speedup", "", "none");
+    std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %9s %8s %8s %9s %9s %9s\n", "n", "d", "mask", "thr", "flash",
+                "prev", "flash/", "gemm", "flash/", "vs mat.", "vs ref", "2thr/1thr", "causal/");
+    std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %9s %8s %8s %9s %9s %9s\n", "", "", "", "", "GFLOP/s", "GFLOP/s",
+                "prev", "GFLOP/s", "gemm", "speedup", "speedup", "", "none");
     for (const Index n : {1024, 4096, 16384})
       for (const Index d : {64, 128})
         for (const char* mask : {"none", "causal"})
@@ -246,8 +374,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
             const Entry* r = find(key("reference", n, d, mask, 1));
             const Entry* f1 = find(key("flash", n, d, mask, 1));
             const Entry* fn = find(key("flash", n, d, "none", t));
-            std::printf("%-6ld %-4ld %-7s %-3d %9.1f %9s %8s %8s %9s %9s %9s\n", static_cast<long>(n),
-                        static_cast<long>(d), mask, t, f->rate, g ? fmt(g->rate).c_str() : "-",
+            const Entry* pv = find(key("prev", n, d, mask, t));
+            std::printf("%-6ld %-4ld %-7s %-3d %9.1f %9s %8s %9s %8s %8s %9s %9s %9s\n", static_cast<long>(n),
+                        static_cast<long>(d), mask, t, f->rate, pv ? fmt(pv->rate).c_str() : "-",
+                        pv ? fmt(f->rate / pv->rate, 3).c_str() : "-", g ? fmt(g->rate).c_str() : "-",
                         g ? fmt(f->rate / g->rate, 2).c_str() : "-",
                         m ? fmt(m->seconds / f->seconds, 1).c_str() : "-",
                         r ? fmt(r->seconds / f->seconds, 1).c_str() : "-",
@@ -286,6 +416,33 @@ class RatioReporter : public benchmark::ConsoleReporter {
         }
         std::printf("\n");
       }
+    }
+    for (const int t : {1, 2}) {
+      const Entry* win = find("window/n:65536/d:64/w:4096/threads:" + std::to_string(t));
+      const Entry* cau = find(key("flash", 65536, 64, "causal", t));
+      if (win && cau) {
+        // The band's share of the causal pairs: (n w - w (w - 1) / 2) / (n (n + 1) / 2).
+        const double n = 65536, w = 4096, share = (n * w - 0.5 * w * (w - 1)) / (0.5 * n * (n + 1));
+        std::printf(
+            "window w 4096, n 65536, d 64, %d thread(s): %.1f ms vs causal %.1f ms; causal time x band share "
+            "(%.4f) = %.1f ms: window / (causal x share) = %.3f (%.1f vs %.1f GFLOP/s)\n",
+            t, win->seconds * 1e3, cau->seconds * 1e3, share, cau->seconds * share * 1e3,
+            win->seconds / (cau->seconds * share), win->rate, cau->rate);
+      }
+      const Entry* pd = find("pruned_decode/n_k:65536/d:128/threads:" + std::to_string(t));
+      const Entry* fd = find("full_decode/n_k:65536/d:128/threads:" + std::to_string(t));
+      if (pd && fd)
+        std::printf(
+            "pruned cache decode (ratio 0.5, D 128) 1 x 65536, %d thread(s): %.3f ms vs full-width decode %.3f ms: "
+            "%.3f (%.1f vs %.1f GB/s)\n",
+            t, pd->seconds * 1e3, fd->seconds * 1e3, pd->seconds / fd->seconds, pd->rate, fd->rate);
+      const Entry* pp = find("protocol_pruned/threads:" + std::to_string(t));
+      const Entry* pf = find("protocol_flash/threads:" + std::to_string(t));
+      if (pp && pf)
+        std::printf(
+            "protocol judged queries (n 4096, n0 3072, D 128, ratio 0.5), %d thread(s): pruned cache %.1f GFLOP/s "
+            "(pruned flops, %.2f ms) vs flash %.1f GFLOP/s (%.2f ms): rate ratio %.3f\n",
+            t, pp->rate, pp->seconds * 1e3, pf->rate, pf->seconds * 1e3, pp->rate / pf->rate);
     }
     for (const int t : {1, 2}) {
       const Entry* dec = find("decode/n_k:65536/d:128/threads:" + std::to_string(t));
@@ -343,6 +500,11 @@ void register_all() {
                                        [=](benchmark::State& s) { run_flash(s, n, d, causal, t); })
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime();
+          if (n >= 4096)
+            benchmark::RegisterBenchmark(("prev" + nd + mask + th).c_str(),
+                                         [=](benchmark::State& s) { run_prev(s, n, d, causal, t); })
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
         }
       }
       for (const int t : {1, 2})
@@ -374,6 +536,29 @@ void register_all() {
   }
   for (const int t : {1, 2}) {
     const std::string th = "/threads:" + std::to_string(t);
+    benchmark::RegisterBenchmark(("flash/n:65536/d:64/mask:causal" + th).c_str(),
+                                 [=](benchmark::State& s) { run_flash(s, 65536, 64, true, t); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("window/n:65536/d:64/w:4096" + th).c_str(),
+                                 [=](benchmark::State& s) { run_window(s, 65536, 64, 4096, t); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("pruned_decode/n_k:65536/d:128" + th).c_str(),
+                                 [=](benchmark::State& s) { run_pruned_decode(s, 65536, 128, t); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("full_decode/n_k:65536/d:128" + th).c_str(),
+                                 [=](benchmark::State& s) { run_full_decode(s, 65536, 128, t); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("protocol_pruned" + th).c_str(),
+                                 [=](benchmark::State& s) { run_protocol_pruned(s, t); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("protocol_flash" + th).c_str(), [=](benchmark::State& s) { run_protocol_flash(s, t); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(("decode/n_k:65536/d:128" + th).c_str(),
                                  [=](benchmark::State& s) { run_decode(s, 65536, 128, t); })
         ->Unit(benchmark::kMicrosecond)

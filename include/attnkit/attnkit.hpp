@@ -12,18 +12,21 @@
 #include "attnkit/core/types.hpp"
 
 #include "attnkit/attention/flash.hpp"
+#include "attnkit/attention/heads.hpp"
 #include "attnkit/attention/kv_cache.hpp"
 #include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/attention/reference.hpp"
 
 #include "attnkit/similarity/rotary.hpp"
+#include "attnkit/similarity/score.hpp"
 
 #include "attnkit/io/npy.hpp"
 
+#include "attnkit/workload/grouped.hpp"
 #include "attnkit/workload/synthetic.hpp"
 
-// Key-dimension pruning (seed note 000, issue 5).
+// Key-dimension pruning.
 #include "attnkit/prune/cache.hpp"
 #include "attnkit/prune/compensation.hpp"
 #include "attnkit/prune/config.hpp"
