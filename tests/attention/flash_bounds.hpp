@@ -76,6 +76,25 @@ Bound error_bound_from_abs_logits(const RowMatrix<double>& abs_logits, double ma
   return b;
 }
 
+// The same bound from per-row bounds on the logits themselves (any score
+// policy): logit_error(i) >= max_j |z_ij computed - z_ij exact| and
+// exp_arg(i) >= max_j |z_ij - max_j' z_ij'| (what the exp2 argument's own
+// rounding scales with), natural-log units. Each weight is then off by a
+// relative 2 logit_error (the logit and the row maximum) + u (2 exp_arg + 2).
+template <typename Scalar>
+Bound error_bound_from_logit_errors(const Eigen::VectorXd& logit_error, const Eigen::VectorXd& exp_arg,
+                                    double max_v, Index n_k, Index block_k) {
+  const double u = unit_roundoff<Scalar>();
+  const double chain = as_double(block_k) + 16 + as_double(n_k) / as_double(block_k) + 16;
+  Bound b{Eigen::VectorXd(logit_error.size()), Eigen::VectorXd(logit_error.size())};
+  for (Index i = 0; i < logit_error.size(); ++i) {
+    const double weights = 2 * logit_error(i) + u * (2 * exp_arg(i) + 2);
+    b.output(i) = max_v * (2 * weights + 2 * chain * u + u);
+    b.lse(i) = logit_error(i) + weights + 2 * chain * u;
+  }
+  return b;
+}
+
 template <typename Scalar>
 Bound error_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowMatrix<Scalar>& v,
                   double scale, Index block_k, BoundKind kind) {

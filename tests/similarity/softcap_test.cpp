@@ -1,0 +1,79 @@
+// Tests of attnkit/similarity/softcap.hpp: the fused kernel with SoftcapScore
+// against the reference; huge logits saturate at +-cap (no overflow, no NaN);
+// a cap far above every logit is plain dot-product attention; bad cap.
+
+#include "attnkit/similarity/softcap.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+#include "attnkit/workload/synthetic.hpp"
+#include "similarity/policy_check.hpp"
+#include "test_util.hpp"
+
+namespace attnkit {
+namespace {
+
+using test::as_double;
+using test::eps;
+using test::throws_invalid_argument;
+
+template <typename Scalar>
+class SoftcapTest : public ::testing::Test {};
+TYPED_TEST_SUITE(SoftcapTest, test::Scalars);
+
+TYPED_TEST(SoftcapTest, FusedKernelMatchesTheDefinition) {
+  using Scalar = TypeParam;
+  const double cap = 3.0;
+  const auto w = make_llm_like_workload<Scalar>({120, 200, 32, 24}, 9600);
+  // tanh has slope <= 1: the dot product's (d + 3) u scale sum |q_c k_c| /
+  // cap error passes through scaled by cap at most, plus tanh's own error
+  // (a few ulp: 4 u of cap) and the rounding of cap log2(e) (u of cap).
+  const double u = 0.5 * eps<Scalar>(), scale = 1.0 / std::sqrt(32.0);
+  Eigen::VectorXd err(120), arg = Eigen::VectorXd::Constant(120, 2 * cap);
+  for (Index i = 0; i < 120; ++i) {
+    const double dot =
+        (w.q.row(i).template cast<double>().cwiseAbs() * w.k.template cast<double>().cwiseAbs().transpose()).maxCoeff();
+    err(i) = u * ((as_double(32) + 3) * scale * dot + 5 * cap);
+  }
+  EXPECT_TRUE(test::flash_matches_reference(w, SoftcapScore{cap}, err, arg));
+}
+
+TYPED_TEST(SoftcapTest, HugeLogitsSaturateAtTheCap) {
+  using Scalar = TypeParam;
+  RowMatrix<Scalar> q(2, 1), k(3, 1), v(3, 1);
+  q << Scalar(1e4), Scalar(-1e4);
+  k << Scalar(1e4), Scalar(-1e4), Scalar(0);
+  v << Scalar(1), Scalar(2), Scalar(3);
+  // Logits: row 0 {cap, -cap, 0}, row 1 {-cap, cap, 0} with cap = 2.
+  const auto r = flash_attention(q, k, v, {Mask::none(), 1.0}, {}, SoftcapScore{2.0});
+  ASSERT_TRUE(r.output.allFinite());
+  const long double e2 = std::exp(2.0L), em2 = std::exp(-2.0L), z = e2 + em2 + 1;
+  EXPECT_NEAR(static_cast<double>(r.output(0, 0)), static_cast<double>((e2 + 2 * em2 + 3) / z), 16 * eps<Scalar>());
+  EXPECT_NEAR(static_cast<double>(r.output(1, 0)), static_cast<double>((em2 + 2 * e2 + 3) / z), 16 * eps<Scalar>());
+  EXPECT_NEAR(static_cast<double>(r.lse(0)), static_cast<double>(std::log(z)), 16 * eps<Scalar>());
+}
+
+TYPED_TEST(SoftcapTest, AHighCapIsTheDotProduct) {
+  using Scalar = TypeParam;
+  const auto w = make_iid_workload<Scalar>({30, 50, 16, 8}, 9700);
+  // |scale q . k| < 20 here: cap tanh(x / cap) - x = O(x^3 / cap^2) < 1e-9
+  // for cap = 1e7, far below the kernel's own error; the two runs are within
+  // twice the kernel's bound of each other.
+  const auto plain = flash_attention(w.q, w.k, w.v, {Mask::causal()});
+  const auto capped = flash_attention(w.q, w.k, w.v, {Mask::causal()}, {}, SoftcapScore{1e7});
+  const double u = 0.5 * eps<Scalar>(), max_v = static_cast<double>(w.v.cwiseAbs().maxCoeff());
+  EXPECT_TRUE(test::matrices_near(capped.output, plain.output, max_v * u * (4 * (16 + 8) * 20 + 2 * 200) + 1e-9 * max_v));
+}
+
+TYPED_TEST(SoftcapTest, BadCapThrows) {
+  using Scalar = TypeParam;
+  const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 9800);
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{0.0}); }, {"cap = 0"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{-1.0}); }, {"cap = -1"}));
+}
+
+}  // namespace
+}  // namespace attnkit
