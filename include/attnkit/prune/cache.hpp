@@ -84,11 +84,11 @@ struct PrunedCacheOptions {
 
 /// Exact byte counts of a PrunedKeyCache's contents.
 struct PrunedCacheMemory {
-  /// The same tokens' keys at full width: size() * D * sizeof(Scalar) ("before").
+  /// The same tokens' keys at full width: size() * D * sizeof(Storage) ("before").
   std::size_t unpruned_bytes = 0;
-  /// Compressed keys, n_c * D' * sizeof(Scalar).
+  /// Compressed keys, n_c * D' * sizeof(Storage).
   std::size_t compressed_key_bytes = 0;
-  /// Window keys, n_w * D * sizeof(Scalar).
+  /// Window keys, n_w * D * sizeof(Storage).
   std::size_t window_key_bytes = 0;
   /// Offset and M, in Scalar.
   std::size_t compensation_bytes = 0;
@@ -106,9 +106,16 @@ struct PrunedCacheMemory {
   }
 };
 
-template <typename Scalar>
+/// \tparam Scalar the type of the queries, values, compensation and results
+///         (float or double); \tparam Storage the type the keys are stored in:
+///         Scalar (default) or a 16-bit type (Eigen::half, Eigen::bfloat16,
+///         with Scalar = float), rounded once to nearest when they enter the
+///         cache (attnkit/attention/kv_cache.hpp states the rounding).
+template <typename Scalar, typename Storage = Scalar>
 class PrunedKeyCache {
   static_assert(std::is_floating_point_v<Scalar>, "PrunedKeyCache needs a floating-point Scalar");
+  static_assert(std::is_same_v<Storage, Scalar> || (detail::is_16bit_float_v<Storage> && std::is_same_v<Scalar, float>),
+                "PrunedKeyCache stores its keys as Scalar, or as Eigen::half / Eigen::bfloat16 with Scalar = float");
 
  public:
   using Wide = detail::wider_t<Scalar>;
@@ -168,7 +175,7 @@ class PrunedKeyCache {
     window_.append(keys);
     if (!options_.compress_overflow || window_.rows() <= options_.recent) return;
     const Index overflow = window_.rows() - options_.recent;
-    const RowMatrix<Scalar> moving = window_.view().topRows(overflow);
+    const RowMatrix<Scalar> moving = window_.view().topRows(overflow).template cast<Scalar>();
     compress_rows(moving);
     window_.drop_front(overflow);
     if (stats_ && static_cast<double>(stats_->count) >=
@@ -255,7 +262,7 @@ class PrunedKeyCache {
   /// Exact byte counts (see PrunedCacheMemory).
   PrunedCacheMemory memory() const {
     PrunedCacheMemory m;
-    m.unpruned_bytes = sizeof(Scalar) * static_cast<std::size_t>(size() * dim());
+    m.unpruned_bytes = sizeof(Storage) * static_cast<std::size_t>(size() * dim());
     m.compressed_key_bytes = compressed_.bytes();
     m.window_key_bytes = window_.bytes();
     m.compensation_bytes = compensation_.bytes();
@@ -406,8 +413,8 @@ class PrunedKeyCache {
 
   DimSelection selection_;
   PrunedCacheOptions options_;
-  detail::RowBuffer<Scalar> compressed_;
-  detail::RowBuffer<Scalar> window_;
+  detail::RowBuffer<Storage> compressed_;
+  detail::RowBuffer<Storage> window_;
   Compensation<Scalar> compensation_;
   std::optional<KeyStatistics> stats_;
   Index fitted_count_ = 0;

@@ -116,8 +116,9 @@ struct TopkWorkspace {
   std::vector<Index> heap_key;
   std::vector<C> probs, orow;
   std::vector<TopkHeap<C>> heaps;
-  void reserve(Index d, Index d_v, Index block_q, Index block_k, Index k, int key_terms, int query_terms) {
-    flash.reserve(d, d_v, block_q, block_k, key_terms, query_terms);
+  void reserve(Index d, Index d_v, Index block_q, Index block_k, Index k, int key_terms, int query_terms,
+               bool stage_keys, bool pair_queries) {
+    flash.reserve(d, d_v, block_q, block_k, key_terms, query_terms, stage_keys, false, pair_queries);
     const auto bq = static_cast<std::size_t>(flash.bq);
     heap_score.resize(bq * static_cast<std::size_t>(k));
     heap_key.resize(bq * static_cast<std::size_t>(k));
@@ -255,7 +256,8 @@ void topk_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::M
   const int team = static_cast<int>(std::min<Index>(resolve_threads(config.threads), blocks));
   std::vector<TopkWorkspace<Compute>> workspaces(static_cast<std::size_t>(team));
   for (auto& ws : workspaces)
-    ws.reserve(pb.d, pb.d_v, block_q, block_k, kk, In::key_terms, In::query_terms);
+    ws.reserve(pb.d, pb.d_v, block_q, block_k, kk, In::key_terms, In::query_terms,
+               !std::is_same_v<SK, Compute> && !In::bf16_dot, In::bf16_dot);
   ATTNKIT_PRAGMA(omp parallel num_threads(team)) {
 #if defined(_OPENMP)
     TopkWorkspace<Compute>& ws = workspaces[static_cast<std::size_t>(omp_get_thread_num())];

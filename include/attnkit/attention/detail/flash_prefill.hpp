@@ -17,7 +17,10 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "attnkit/attention/detail/flash_tile.hpp"
 #include "attnkit/attention/detail/online_softmax.hpp"
@@ -62,6 +65,24 @@ void block_begin(const In& in, Index i0, const BlockShape& b, FlashWorkspace<typ
     ws.l[static_cast<std::size_t>(i)] = C(0);
   }
   std::fill(ws.ot.begin(), ws.ot.begin() + in.d_v * b.bq, C(0));
+  if constexpr (In::bf16_dot) {
+    // The stored bfloat16 queries themselves, paired by dimension (the scale
+    // is applied to the products: nothing is rounded again).
+    const Index pairs = (in.d + 1) / 2;
+    for (Index i = 0; i < b.bq; ++i) {
+      const Eigen::bfloat16* qrow = in.q + (i0 + i) * in.ldq;
+      for (Index c2 = 0; c2 < pairs; ++c2) {
+        std::uint32_t w = 0;
+        if (i < b.rows) {
+          std::uint16_t lo, hi = 0;
+          std::memcpy(&lo, qrow + 2 * c2, sizeof lo);
+          if (2 * c2 + 1 < in.d) std::memcpy(&hi, qrow + 2 * c2 + 1, sizeof hi);
+          w = static_cast<std::uint32_t>(lo) | (static_cast<std::uint32_t>(hi) << 16);
+        }
+        ws.qt2[static_cast<std::size_t>(c2 * b.bq + i)] = w;
+      }
+    }
+  }
 }
 
 /// Phase 1 (micro-kernel A and the policy's transform): S^T for the keys at
@@ -71,18 +92,43 @@ void tile_scores(const In& in, const BlockShape& b, Index j0, Index nk, FlashWor
   using C = typename In::Compute;
   constexpr int P = FlashPacket<C>::size, MR = FlashPacket<C>::mr, NR = FlashPacket<C>::nr;
   tile_key_terms(in, j0, nk, ws);
+#if defined(__AVX512BF16__)
+  if constexpr (In::bf16_dot) {
+    for (Index jr = 0; jr < nk; jr += MR) {
+      const int r = static_cast<int>(std::min<Index>(MR, nk - jr));
+      for (Index pq = 0; pq < b.npk; pq += NR) {
+        const int c = static_cast<int>(std::min<Index>(NR, b.npk - pq));
+        dispatch_rows<MR>(r, [&](auto R) {
+          dispatch_rows<NR>(c, [&](auto CC) {
+            qk_micro_bf16<decltype(R)::value, decltype(CC)::value>(in.key_row(j0 + jr), in.ldk, in.d,
+                                                                   ws.qt2.data() + pq * P, b.bq, in.score.factor,
+                                                                   ws.st.data() + jr * b.bq + pq * P);
+          });
+        });
+      }
+    }
+    return;
+  }
+#endif
+  // Keys stored in another type are converted once per tile (L1-resident).
+  constexpr bool staged = !std::is_same_v<typename In::StoredK, C>;
+  if constexpr (staged) stage_rows(in.key_row(j0), in.ldk, nk, in.d, ws.kstage.data());
   for (Index jr = 0; jr < nk; jr += MR) {
     const int r = static_cast<int>(std::min<Index>(MR, nk - jr));
     for (Index pq = 0; pq < b.npk; pq += NR) {
       const int c = static_cast<int>(std::min<Index>(NR, b.npk - pq));
-      const auto* krow = in.key_row(j0 + jr);
       C* srow = ws.st.data() + jr * b.bq + pq * P;
       const C* qcol = ws.qt.data() + pq * P;
       const C* kt = ws.kterms.data() + jr;
       const C* qterms = ws.qterms.data() + pq * P;
       dispatch_rows<MR>(r, [&](auto R) {
         dispatch_rows<NR>(c, [&](auto CC) {
-          qk_micro<decltype(R)::value, decltype(CC)::value>(in, krow, qcol, b.bq, srow, kt, ws.block_k, qterms);
+          if constexpr (staged)
+            qk_micro<decltype(R)::value, decltype(CC)::value>(in, ws.kstage.data() + jr * in.d, in.d, qcol, b.bq,
+                                                              srow, kt, ws.block_k, qterms);
+          else
+            qk_micro<decltype(R)::value, decltype(CC)::value>(in, in.key_row(j0 + jr), in.ldk, qcol, b.bq, srow, kt,
+                                                              ws.block_k, qterms);
         });
       });
     }
@@ -139,7 +185,17 @@ void tile_accumulate(const In& in, const BlockShape& b, Index j0, Index nk, int 
                      FlashWorkspace<typename In::Compute>& ws) {
   using C = typename In::Compute;
   constexpr int P = FlashPacket<C>::size, MR = FlashPacket<C>::mr, NR = FlashPacket<C>::nr;
-  const auto* vtile = in.value_row(j0);
+  // Values stored in another type are converted once per tile (L1-resident).
+  constexpr bool staged = !std::is_same_v<typename In::StoredV, C>;
+  const C* vstage = ws.vstage.data();
+  if constexpr (staged) stage_rows(in.value_row(j0), in.ldv, nk, in.d_v, ws.vstage.data());
+  const auto* vtile = [&] {
+    if constexpr (staged)
+      return vstage;
+    else
+      return in.value_row(j0);
+  }();
+  const Index ldv = staged ? in.d_v : in.ldv;
   for (Index cr = 0; cr < in.d_v; cr += MR) {
     const int r = static_cast<int>(std::min<Index>(MR, in.d_v - cr));
     for (Index pq = 0; pq < b.npk; pq += NR) {
@@ -152,13 +208,12 @@ void tile_accumulate(const In& in, const BlockShape& b, Index j0, Index nk, int 
         dispatch_rows<NR>(c, [&](auto CC) {
           constexpr int RR = decltype(R)::value, NC = decltype(CC)::value;
           if (masked == 2)
-            pv_micro<RR, NC, 2>(vtile + cr, in.ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(),
+            pv_micro<RR, NC, 2>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(),
                                 ws.last_lane.data());
           else if (masked == 1)
-            pv_micro<RR, NC, 1>(vtile + cr, in.ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(),
-                                nullptr);
+            pv_micro<RR, NC, 1>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(), nullptr);
           else
-            pv_micro<RR, NC, 0>(vtile + cr, in.ldv, pcol, b.bq, nk, ocol, acol, lcol, nullptr, nullptr);
+            pv_micro<RR, NC, 0>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, nullptr, nullptr);
         });
       });
     }

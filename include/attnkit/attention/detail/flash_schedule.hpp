@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "attnkit/attention/detail/flash_decode.hpp"
@@ -104,7 +105,9 @@ void flash_run(const std::vector<FlashHead<In>>& heads, const std::vector<KeyRan
   std::vector<FlashWorkspace<C>> workspaces(static_cast<std::size_t>(team));
   std::vector<std::vector<KeyRange>> segments(static_cast<std::size_t>(team));
   for (std::size_t t = 0; t < workspaces.size(); ++t) {
-    workspaces[t].reserve(in0.d, d_v, block_q, block_k, In::key_terms, In::query_terms);
+    workspaces[t].reserve(in0.d, d_v, block_q, block_k, In::key_terms, In::query_terms,
+                          !std::is_same_v<typename In::StoredK, C> && !In::bf16_dot,
+                          !std::is_same_v<typename In::StoredV, C>, In::bf16_dot);
     segments[t].reserve(2 * ranges.size() + 2);
   }
 

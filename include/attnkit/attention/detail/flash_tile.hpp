@@ -31,6 +31,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -40,6 +42,7 @@
 #include "attnkit/attention/detail/packet_exp.hpp"
 #include "attnkit/core/mask.hpp"
 #include "attnkit/core/types.hpp"
+#include "attnkit/detail/half_packets.hpp"
 #include "attnkit/similarity/score.hpp"
 
 namespace attnkit::detail {
@@ -73,12 +76,37 @@ EIGEN_STRONG_INLINE Packet load_packet(const Stored* p) {
   using Compute = typename ei::unpacket_traits<Packet>::type;
   if constexpr (std::is_same_v<Compute, Stored>) {
     return ei::ploadu<Packet>(p);
+  } else if constexpr (is_16bit_float_v<Stored> && std::is_same_v<Compute, float>) {
+    Packet out;
+    if (load_16bit_packet(p, out)) return out;
+    constexpr int P = ei::unpacket_traits<Packet>::size;
+    alignas(64) Compute tmp[P];
+    for (int i = 0; i < P; ++i)
+      tmp[i] = to_compute<Compute>(p[i]);
+    return ei::pload<Packet>(tmp);
   } else {
     constexpr int P = ei::unpacket_traits<Packet>::size;
     alignas(64) Compute tmp[P];
     for (int i = 0; i < P; ++i)
       tmp[i] = to_compute<Compute>(p[i]);
     return ei::pload<Packet>(tmp);
+  }
+}
+
+/// Converts rows x cols stored elements (row stride ld) to Compute into dst
+/// (row stride cols): one tile's worth, vectorised through load_packet.
+template <typename Compute, typename Stored>
+void stage_rows(const Stored* src, Index ld, Index rows, Index cols, Compute* dst) {
+  using Packet = typename FlashPacket<Compute>::Packet;
+  constexpr int P = FlashPacket<Compute>::size;
+  for (Index r = 0; r < rows; ++r) {
+    const Stored* s = src + r * ld;
+    Compute* o = dst + r * cols;
+    Index c = 0;
+    for (; c + P <= cols; c += P)
+      ei::pstoreu(o + c, load_packet<Packet>(s + c));
+    for (; c < cols; ++c)
+      o[c] = to_compute<Compute>(s[c]);
   }
 }
 
@@ -96,6 +124,16 @@ struct FlashInputs {
   static constexpr int key_terms = Policy::key_terms;
   static constexpr int query_terms = Policy::query_terms;
   static constexpr bool transforms = Policy::transforms;
+  /// Q K^T on the bfloat16 dot-product instruction (AVX512-BF16 vdpbf16ps):
+  /// bfloat16 Q and K, float compute, the default policy. Each product of two
+  /// bfloat16 values is exact in float; the sums are float sums.
+  static constexpr bool bf16_dot =
+#if defined(__AVX512BF16__)
+      std::is_same_v<SQ, Eigen::bfloat16> && std::is_same_v<SK, Eigen::bfloat16> &&
+      std::is_same_v<ComputeT, float> && is_dot_product_v<PolicyT>;
+#else
+      false;
+#endif
 
   const SQ* q;
   Index ldq;
@@ -118,10 +156,17 @@ template <typename Compute>
 struct FlashWorkspace {
   using Buffer = std::vector<Compute, Eigen::aligned_allocator<Compute>>;
   Buffer qt, st, ot, m, l, alpha, lane, qrow, qprep, kterms, qterms, qconst;
+  /// One tile of keys (block_k x d) and values (block_k x d_v) converted to
+  /// Compute, when they are stored in another type (else empty).
+  Buffer kstage, vstage;
   std::vector<Index> first_lane, last_lane;
+  /// Q^T as bfloat16 pairs (ceil(d / 2) x Bq 32-bit words: dims 2c and 2c + 1
+  /// of a query), for the bfloat16 dot-product micro-kernel.
+  std::vector<std::uint32_t, Eigen::aligned_allocator<std::uint32_t>> qt2;
   Index block_k = 0, bq = 0;
 
-  void reserve(Index d, Index d_v, Index block_q, Index block_k_, int key_terms, int query_terms) {
+  void reserve(Index d, Index d_v, Index block_q, Index block_k_, int key_terms, int query_terms,
+               bool stage_keys = false, bool stage_values = false, bool pair_queries = false) {
     constexpr int P = FlashPacket<Compute>::size;
     const auto sz = [](Index x) { return static_cast<std::size_t>(x); };
     bq = (block_q + P - 1) / P * P;
@@ -142,6 +187,9 @@ struct FlashWorkspace {
     qconst.resize(sz(bq));
     first_lane.resize(sz(block_k));
     last_lane.resize(sz(block_k));
+    if (stage_keys) kstage.resize(sz(block_k * d));
+    if (stage_values) vstage.resize(sz(block_k * d_v));
+    if (pair_queries) qt2.resize(sz((d + 1) / 2 * bq));
     // The decode kernel (rows <= P / 2 <= bq / 2) uses st as rows x block_k
     // scores (block_k is a multiple of P), qt as rows x d queries and ot as
     // two rows x d_v accumulators: all fit the sizes above (asserted there).
@@ -200,14 +248,14 @@ EIGEN_STRONG_INLINE void tile_key_terms(const In& in, Index j0, Index nk, FlashW
 /// and C query packets. k rows have stride ldk; qt and st rows have stride ld
 /// (= Bq). kt: the R keys' terms (term t of row r at kt[t * kt_stride + r]);
 /// qt_terms: the packets' query terms (term t at qt_terms[t * ld + p * P]).
-template <int R, int C, typename In>
-EIGEN_STRONG_INLINE void qk_micro(const In& in, const typename In::StoredK* k, const typename In::Compute* qt,
-                                  Index ld, typename In::Compute* st, const typename In::Compute* kt,
-                                  Index kt_stride, const typename In::Compute* qt_terms) {
+template <int R, int C, typename In, typename SK>
+EIGEN_STRONG_INLINE void qk_micro(const In& in, const SK* k, Index ldk, const typename In::Compute* qt, Index ld,
+                                  typename In::Compute* st, const typename In::Compute* kt, Index kt_stride,
+                                  const typename In::Compute* qt_terms) {
   using Compute = typename In::Compute;
   using Packet = typename FlashPacket<Compute>::Packet;
   constexpr int P = FlashPacket<Compute>::size;
-  const Index ldk = in.ldk, d = in.d;
+  const Index d = in.d;
   Packet acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int p = 0; p < C; ++p)
@@ -245,6 +293,51 @@ EIGEN_STRONG_INLINE void qk_micro(const In& in, const typename In::StoredK* k, c
     for (int p = 0; p < C; ++p)
       ei::pstore(st + r * ld + p * P, acc[r][p]);
 }
+
+#if defined(__AVX512BF16__)
+/// Micro-kernel A on vdpbf16ps: st[r][p] = factor * sum_c k[r][c] qt[c][p]
+/// for R bfloat16 keys and C packets of 16 queries, two dimensions per
+/// instruction: qt2 holds each query's dims (2c, 2c + 1) as one 32-bit word,
+/// each key row's pair is broadcast. An odd d pairs the last dim with 0.
+template <int R, int C>
+EIGEN_STRONG_INLINE void qk_micro_bf16(const Eigen::bfloat16* k, Index ldk, Index d, const std::uint32_t* qt2,
+                                       Index ld, float factor, float* st) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < C; ++p)
+      acc[r][p] = _mm512_setzero_ps();
+  const Index pairs = d / 2;
+  for (Index c2 = 0; c2 < pairs; ++c2) {
+    __m512bh qv[C];
+    for (int p = 0; p < C; ++p)
+      qv[p] = reinterpret_cast<__m512bh>(_mm512_load_si512(qt2 + c2 * ld + p * 16));
+    for (int r = 0; r < R; ++r) {
+      std::uint32_t pair;
+      std::memcpy(&pair, k + r * ldk + 2 * c2, sizeof pair);
+      const __m512bh kb = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pair)));
+      for (int p = 0; p < C; ++p)
+        acc[r][p] = _mm512_dpbf16_ps(acc[r][p], kb, qv[p]);
+    }
+  }
+  if (d % 2 != 0) {  // the last dim, paired with 0
+    const Index c2 = pairs;
+    __m512bh qv[C];
+    for (int p = 0; p < C; ++p)
+      qv[p] = reinterpret_cast<__m512bh>(_mm512_load_si512(qt2 + c2 * ld + p * 16));
+    for (int r = 0; r < R; ++r) {
+      std::uint16_t last;
+      std::memcpy(&last, k + r * ldk + d - 1, sizeof last);
+      const __m512bh kb = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(last)));
+      for (int p = 0; p < C; ++p)
+        acc[r][p] = _mm512_dpbf16_ps(acc[r][p], kb, qv[p]);
+    }
+  }
+  const __m512 f = _mm512_set1_ps(factor);
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < C; ++p)
+      _mm512_store_ps(st + r * ld + p * 16, _mm512_mul_ps(acc[r][p], f));
+}
+#endif
 
 /// Micro-kernel B: ot[r][p] = alpha[p] * ot[r][p] + sum_j v[j][r] * pt[j][p]
 /// for R value columns and C query packets over nk keys. The tile's sum is

@@ -31,11 +31,11 @@ class RowBuffer {
   void append(const Eigen::MatrixBase<Derived>& m) {
     const Index n = m.rows();
     if (rows_ + n > data_.rows()) {
-      const RowMatrix<Scalar> copy = m;  // m may point into data_
+      const RowMatrix<Scalar> copy = m.template cast<Scalar>();  // m may point into data_
       reserve(rows_ + n);
       data_.middleRows(rows_, n) = copy;
     } else {
-      data_.middleRows(rows_, n) = m;  // rows past rows_: never overlap a view of the valid rows
+      data_.middleRows(rows_, n) = m.template cast<Scalar>();  // rows past rows_: never overlap a view of the valid rows
     }
     rows_ += n;
   }
