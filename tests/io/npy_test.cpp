@@ -1,7 +1,8 @@
-// Tests of attnkit/io/npy.hpp: round trips over every layout, files written by
-// numpy (committed under tests/io/npy_corpus/ and, when numpy is installed,
-// written live), and a corpus of broken files that must each be refused with a
-// message naming the file.
+// Tests of attnkit/io/npy.hpp (the header parser alone: npy_header_test.cpp):
+// round trips over every layout, files written by numpy (committed under
+// tests/io/npy_corpus/ and, when numpy is installed, written live), and a
+// corpus of broken files that must each be refused with a message naming the
+// file.
 
 #include "attnkit/io/npy.hpp"
 
@@ -18,11 +19,13 @@
 #include <sys/wait.h>
 
 #include "file_util.hpp"
+#include "npy_test_util.hpp"
 #include "test_util.hpp"
 
 namespace attnkit {
 namespace {
 
+using test::npy_file;
 using test::read_file;
 using test::ScratchDir;
 using test::throws_invalid_argument;
@@ -278,25 +281,6 @@ TEST(NpyReader, MissingFileAndDirectoryAreClearErrors) {
 
 // --- the corpus of broken files -------------------------------------------
 
-// A version-1 file with the given dict text (padded as numpy pads) and data.
-std::string npy_file(const std::string& dict, const std::string& data, int version = 1) {
-  std::string header = dict;
-  const std::size_t prefix = version == 1 ? 10 : 12;
-  while ((prefix + header.size() + 1) % 64 != 0)
-    header += ' ';
-  header += '\n';
-  std::string f = "\x93NUMPY";
-  f += static_cast<char>(version);
-  f += '\0';
-  for (std::size_t i = 0; i < prefix - 8; ++i)
-    f += static_cast<char>((header.size() >> (8 * i)) & 0xff);
-  return f + header + data;
-}
-
-std::string dict(const std::string& descr, const std::string& fortran, const std::string& shape) {
-  return "{'descr': " + descr + ", 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
-}
-
 struct Broken {
   const char* name;
   std::string bytes;
@@ -305,7 +289,7 @@ struct Broken {
 
 std::vector<Broken> broken_corpus() {
   const std::string d6(24, '\0');  // six float32 elements
-  const std::string good = dict("'<f4'", "False", "(2, 3)");
+  const std::string good = test::npy_dict("'<f4'", "False", "(2, 3)");
   std::string huge_len = npy_file(good, d6);
   huge_len[8] = '\xff';
   huge_len[9] = '\xff';  // header length 65535, far beyond the file
@@ -344,31 +328,34 @@ std::vector<Broken> broken_corpus() {
       {"unterminated string", npy_file("{'descr': '<f4}", d6), "unterminated string"},
       {"escape in string", npy_file("{'descr': '<f\\x34', 'fortran_order': False, 'shape': (6,)}", d6),
        "escape"},
-      {"int32", npy_file(dict("'<i4'", "False", "(2, 3)"), d6), "unsupported dtype '<i4'"},
-      {"float16", npy_file(dict("'<f2'", "False", "(2, 3)"), std::string(12, '\0')),
+      {"int32", npy_file(test::npy_dict("'<i4'", "False", "(2, 3)"), d6), "unsupported dtype '<i4'"},
+      {"float16", npy_file(test::npy_dict("'<f2'", "False", "(2, 3)"), std::string(12, '\0')),
        "unsupported dtype '<f2'"},
-      {"complex64", npy_file(dict("'<c8'", "False", "(2, 3)"), d6 + d6), "unsupported dtype '<c8'"},
-      {"native-order descr", npy_file(dict("'=f4'", "False", "(2, 3)"), d6), "unsupported dtype '=f4'"},
-      {"object", npy_file(dict("'|O'", "False", "(2, 3)"), d6), "unsupported dtype '|O'"},
-      {"structured", npy_file(dict("[('a', '<f4')]", "False", "(2, 3)"), d6), "structured"},
-      {"fortran_order yes", npy_file(dict("'<f4'", "'yes'", "(2, 3)"), d6), "True or False"},
-      {"fortran_order 1", npy_file(dict("'<f4'", "1", "(2, 3)"), d6), "True or False"},
-      {"shape not a tuple", npy_file(dict("'<f4'", "False", "[2, 3]"), d6), "must be a tuple"},
-      {"shape (6) is an int", npy_file(dict("'<f4'", "False", "(6)"), d6), "is not a tuple"},
-      {"0-D", npy_file(dict("'<f4'", "False", "()"), std::string(4, '\0')), "0-D"},
-      {"4-D", npy_file(dict("'<f4'", "False", "(1, 2, 3, 1)"), d6), "more than 3 dimensions"},
-      {"negative dimension", npy_file(dict("'<f4'", "False", "(-2, 3)"), d6), "negative dimension"},
-      {"float dimension", npy_file(dict("'<f4'", "False", "(2.5, 3)"), d6), "expected ',' or ')'"},
-      {"huge dimension", npy_file(dict("'<f4'", "False", "(99999999999999999999999,)"), d6), "too large"},
-      {"product overflows", npy_file(dict("'<f8'", "False", "(4294967296, 4294967296, 4294967296)"), d6),
+      {"complex64", npy_file(test::npy_dict("'<c8'", "False", "(2, 3)"), d6 + d6), "unsupported dtype '<c8'"},
+      {"native-order descr", npy_file(test::npy_dict("'=f4'", "False", "(2, 3)"), d6),
+       "unsupported dtype '=f4'"},
+      {"object", npy_file(test::npy_dict("'|O'", "False", "(2, 3)"), d6), "unsupported dtype '|O'"},
+      {"structured", npy_file(test::npy_dict("[('a', '<f4')]", "False", "(2, 3)"), d6), "structured"},
+      {"fortran_order yes", npy_file(test::npy_dict("'<f4'", "'yes'", "(2, 3)"), d6), "True or False"},
+      {"fortran_order 1", npy_file(test::npy_dict("'<f4'", "1", "(2, 3)"), d6), "True or False"},
+      {"shape not a tuple", npy_file(test::npy_dict("'<f4'", "False", "[2, 3]"), d6), "must be a tuple"},
+      {"shape (6) is an int", npy_file(test::npy_dict("'<f4'", "False", "(6)"), d6), "is not a tuple"},
+      {"0-D", npy_file(test::npy_dict("'<f4'", "False", "()"), std::string(4, '\0')), "0-D"},
+      {"4-D", npy_file(test::npy_dict("'<f4'", "False", "(1, 2, 3, 1)"), d6), "more than 3 dimensions"},
+      {"negative dimension", npy_file(test::npy_dict("'<f4'", "False", "(-2, 3)"), d6), "negative dimension"},
+      {"float dimension", npy_file(test::npy_dict("'<f4'", "False", "(2.5, 3)"), d6), "expected ',' or ')'"},
+      {"huge dimension", npy_file(test::npy_dict("'<f4'", "False", "(99999999999999999999999,)"), d6),
+       "too large"},
+      {"product overflows",
+       npy_file(test::npy_dict("'<f8'", "False", "(4294967296, 4294967296, 4294967296)"), d6),
        "too large to address"},
-      {"product overflows 2", npy_file(dict("'<f8'", "False", "(9007199254740992, 1024)"), d6),
+      {"product overflows 2", npy_file(test::npy_dict("'<f8'", "False", "(9007199254740992, 1024)"), d6),
        "too large to address"},
       {"truncated data", npy_file(good, d6.substr(0, 20)), "truncated: shape (2, 3) float32 needs 24 bytes"},
       {"no data", npy_file(good, ""), "the file has 0"},
       {"trailing data", npy_file(good, d6 + "xyz"), "3 unexpected bytes after the 24 bytes"},
       {"two arrays", npy_file(good, d6) + npy_file(good, d6), "unexpected bytes"},
-      {"big shape, small file", npy_file(dict("'<f4'", "False", "(4096, 4096, 128)"), d6),
+      {"big shape, small file", npy_file(test::npy_dict("'<f4'", "False", "(4096, 4096, 128)"), d6),
        "needs 8589934592 bytes"},
   };
 }
@@ -402,20 +389,6 @@ TEST(NpyReader, EveryTruncationAndExtensionOfAValidFileIsRefused) {
     const std::string longer = good + '\0';
     EXPECT_TRUE(throws_invalid_argument([&] { parse_npy<double>(longer.data(), longer.size(), file); },
                                         {"1 unexpected bytes"}));
-  }
-}
-
-TEST(NpyReader, AcceptsTheHeaderVariantsPythonWrites) {
-  const std::string d6(24, '\0');
-  for (const std::string& text : {
-           std::string("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"),
-           std::string("{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2, 3)}"),  // double quotes
-           std::string("{'shape': (2,3), 'fortran_order': False, 'descr': '<f4'}"),           // any key order
-           std::string("  {  'descr'  :  '<f4' ,'fortran_order':False,'shape':( 2 , 3 , ) }  "),
-       }) {
-    const std::string f = npy_file(text, d6);
-    const NpyArray<float> a = parse_npy<float>(f.data(), f.size(), "variant");
-    EXPECT_EQ(a.shape, (std::vector<Index>{2, 3})) << text;
   }
 }
 
