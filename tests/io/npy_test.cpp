@@ -270,6 +270,59 @@ TEST(NpyWriter, RefusesBadArgumentsNamingTheFile) {
       {nowhere.c_str(), "cannot open for writing"}));
 }
 
+// A shape whose element count (or byte count) does not fit is refused before
+// anything is written: the product used to wrap around (2^32 * 2^32 = 0 in
+// 64 bits), so an empty data vector "matched" and the writer produced a file
+// its own reader refuses. The writer enforces the reader's limits: every
+// dimension <= 2^53, the byte count <= the largest Index.
+TEST(NpyWriter, RefusesShapesWhoseSizeOverflowsAndWritesNothing) {
+  ScratchDir dir;
+  const std::string p = dir / "o.npy";
+  write_file(p, "keep me");
+  const Index two32 = Index(1) << 32, two53 = Index(1) << 53;
+  struct Case {
+    std::vector<Index> shape;
+    std::size_t count;  // what the caller claims to pass
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {{two32, two32}, 0, "(4294967296, 4294967296) is too large"},  // 2^64 elements: wraps to 0
+      {{two32, two32, two32}, 0, "too large"},                       // 2^96 elements: wraps to 0
+      {{two53, 2048}, 0, "too large"},                               // 2^64 elements: wraps to 0
+      {{two53, 256}, std::size_t(1) << 61, "too large"},             // 2^61 doubles: 2^64 bytes wraps to 0
+      {{two53 + 1, 0}, 0, "dimension 9007199254740993 exceeds"},     // beyond the reader's limit
+  };
+  const double one[1] = {1.0};
+  for (const Case& c : cases) {
+    for (const bool fortran : {false, true}) {
+      const NpyWriteOptions opt{0, NpyByteOrder::little, fortran};
+      std::ostringstream os;
+      EXPECT_TRUE(throws_invalid_argument([&] { write_npy(os, c.shape, one, c.count, opt, "mem.npy"); },
+                                          {"npy: 'mem.npy'", c.message}))
+          << npy_shape_string(c.shape);
+      EXPECT_TRUE(os.str().empty()) << "nothing may be written for " << npy_shape_string(c.shape);
+    }
+    if (c.count == 0) {
+      EXPECT_TRUE(throws_invalid_argument(
+          [&] {
+            write_npy(p, NpyArray<float>{c.shape, {}});
+          },
+          {p.c_str(), c.message}))
+          << npy_shape_string(c.shape);
+      EXPECT_EQ(read_file(p), "keep me") << "the file must be left alone for " << npy_shape_string(c.shape);
+    }
+  }
+  // At the limits the writer and the reader agree: an empty array with a
+  // 2^53 dimension is written and read back.
+  const NpyArray<double> edge{{0, two53}, {}};
+  write_npy(p, edge);
+  EXPECT_EQ(read_npy<double>(p).shape, edge.shape);
+  // Any other refused argument also leaves the file alone.
+  write_file(p, "keep me");
+  EXPECT_TRUE(throws_invalid_argument([&] { write_npy(p, NpyArray<float>{{2, 2}, {1.0f}}); }, {p.c_str()}));
+  EXPECT_EQ(read_file(p), "keep me");
+}
+
 TEST(NpyReader, MissingFileAndDirectoryAreClearErrors) {
   ScratchDir dir;
   const std::string missing = dir / "missing.npy";

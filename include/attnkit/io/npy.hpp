@@ -139,26 +139,44 @@ NpyArray<Scalar> read_npy(const std::string& path) {
   return a;
 }
 
+namespace detail {
+
+/// Every check write_npy makes before it writes a byte: 1 to 3 dimensions,
+/// each in [0, npy_max_dimension]; a byte count count * item that fits in
+/// Index, computed without overflow (the reader's own limits, so that what is
+/// written can be read back); `count` equal to the shape's element count; a
+/// valid version.
+inline void npy_check_write(const std::vector<Index>& shape, std::size_t count, std::size_t item,
+                            const NpyWriteOptions& options, const std::string& name) {
+  if (shape.empty() || shape.size() > 3)
+    npy_fail(name, "cannot write a ", shape.size(), "-D array (attnkit writes 1- to 3-D)");
+  for (const Index s : shape) {
+    if (s < 0) npy_fail(name, "cannot write shape ", npy_shape_string(shape), ": negative dimension");
+    if (s > npy_max_dimension)
+      npy_fail(name, "cannot write shape ", npy_shape_string(shape), ": dimension ", s, " exceeds ",
+               npy_max_dimension, " (2^53, the reader's limit)");
+  }
+  const std::size_t expected = npy_checked_bytes(shape, item, name) / item;
+  if (expected != count)
+    npy_fail(name, "shape ", npy_shape_string(shape), " has ", expected, " elements, got ", count);
+  if (options.version < 0 || options.version > 3)
+    npy_fail(name, "format version ", options.version, " is not 1, 2 or 3");
+}
+
+}  // namespace detail
+
 /// Writes a 1- to 3-D array of Scalar (float32, float64, or int64 for index
 /// arrays) given its shape and its elements in C order.
 /// \param name used in error messages.
-/// \throws std::invalid_argument when the shape has not 1 to 3 dimensions, a
-///         dimension is negative, the element count differs from the shape's,
-///         an option is invalid, or the stream fails.
+/// \throws std::invalid_argument, before anything is written, when the shape
+///         has not 1 to 3 dimensions, a dimension is negative or above 2^53,
+///         the byte count of the shape does not fit in Index (checked without
+///         overflow), the element count differs from the shape's, or an option
+///         is invalid; and when the stream fails.
 template <typename Scalar>
 void write_npy(std::ostream& out, const std::vector<Index>& shape, const Scalar* data, std::size_t count,
                const NpyWriteOptions& options = {}, const std::string& name = "<stream>") {
-  if (shape.empty() || shape.size() > 3)
-    detail::npy_fail(name, "cannot write a ", shape.size(), "-D array (attnkit writes 1- to 3-D)");
-  std::size_t expected = 1;
-  for (const Index s : shape) {
-    if (s < 0) detail::npy_fail(name, "cannot write shape ", npy_shape_string(shape), ": negative dimension");
-    expected *= static_cast<std::size_t>(s);
-  }
-  if (expected != count)
-    detail::npy_fail(name, "shape ", npy_shape_string(shape), " has ", expected, " elements, got ", count);
-  if (options.version < 0 || options.version > 3)
-    detail::npy_fail(name, "format version ", options.version, " is not 1, 2 or 3");
+  detail::npy_check_write(shape, count, sizeof(Scalar), options, name);
   const int version = options.version == 0 ? 1 : options.version;
 
   const bool big = options.byte_order == NpyByteOrder::big;
@@ -212,9 +230,12 @@ void write_npy(std::ostream& out, const std::vector<Index>& shape, const Scalar*
 
 /// Writes `array` to the file at `path` (created or truncated).
 /// \throws std::invalid_argument naming the file when it cannot be written or
-///         the array is not a valid 1- to 3-D array.
+///         the array is not a valid 1- to 3-D array (see the stream overload);
+///         an invalid array is refused before the file is opened, so an
+///         existing file is left as it was.
 template <typename Scalar>
 void write_npy(const std::string& path, const NpyArray<Scalar>& array, const NpyWriteOptions& options = {}) {
+  detail::npy_check_write(array.shape, array.data.size(), sizeof(Scalar), options, path);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) detail::npy_fail(path, "cannot open for writing: ", std::strerror(errno));
   write_npy(out, array.shape, array.data.data(), array.data.size(), options, path);

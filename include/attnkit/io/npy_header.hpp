@@ -96,6 +96,10 @@ constexpr const char* npy_type_code() {
 /// over 10000 bytes by default.
 inline constexpr std::size_t npy_max_header_bytes = 65536;
 
+/// Largest dimension the reader accepts (and the writer writes): 2^53, so that
+/// the byte count of any 1- to 3-D shape is checked without overflow.
+inline constexpr Index npy_max_dimension = Index(1) << 53;
+
 /// What the header of a .npy file says.
 struct NpyHeader {
   int major_version = 1;  ///< 1, 2 or 3
@@ -252,11 +256,10 @@ class NpyDictParser {
     if (peek() == '-') npy_fail(name_, "header: negative dimension in 'shape'");
     if (peek() < '0' || peek() > '9') npy_fail(name_, "header: expected an integer in 'shape'");
     // Bounded so that the product of three dimensions is checked without overflow below.
-    constexpr Index limit = Index(1) << 53;
     Index value = 0;
     while (peek() >= '0' && peek() <= '9') {
       value = value * 10 + (*pos_ - '0');
-      if (value > limit) npy_fail(name_, "header: dimension in 'shape' is too large");
+      if (value > npy_max_dimension) npy_fail(name_, "header: dimension in 'shape' is too large");
       ++pos_;
     }
     return value;
@@ -303,17 +306,28 @@ inline std::size_t read_le(const unsigned char* p, int bytes) {
   return v;
 }
 
+/// Checks that `shape` (dimensions in [0, npy_max_dimension]) times `item`
+/// bytes per element fits in Index (and so in std::size_t), without
+/// overflowing on the way, and returns that byte count. Shared by the reader
+/// and the writer, so that the writer never produces a file the reader
+/// refuses. Throws "shape (...) is too large to address".
+inline std::size_t npy_checked_bytes(const std::vector<Index>& shape, std::size_t item,
+                                     const std::string& name) {
+  if (std::find(shape.begin(), shape.end(), Index(0)) != shape.end()) return 0;  // empty
+  const auto max_bytes = static_cast<unsigned long long>(std::numeric_limits<Index>::max());
+  unsigned long long bytes = item;
+  for (const Index s : shape) {
+    if (bytes > max_bytes / static_cast<unsigned long long>(s))
+      npy_fail(name, "shape ", npy_shape_string(shape), " is too large to address");
+    bytes *= static_cast<unsigned long long>(s);
+  }
+  return static_cast<std::size_t>(bytes);
+}
+
 /// Checks that data_bytes() cannot overflow: the element count times the item
 /// size must fit in std::size_t and Index.
 inline void npy_check_size(const NpyHeader& h, const std::string& name) {
-  const auto max_bytes = static_cast<unsigned long long>(std::numeric_limits<Index>::max());
-  if (std::find(h.shape.begin(), h.shape.end(), Index(0)) != h.shape.end()) return;  // empty
-  unsigned long long bytes = npy_item_size(h.dtype);
-  for (const Index s : h.shape) {
-    if (bytes > max_bytes / static_cast<unsigned long long>(s))
-      npy_fail(name, "shape ", npy_shape_string(h.shape), " is too large to address");
-    bytes *= static_cast<unsigned long long>(s);
-  }
+  npy_checked_bytes(h.shape, npy_item_size(h.dtype), name);
 }
 
 /// Data-size check shared by the buffer and the file reader.
