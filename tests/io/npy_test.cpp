@@ -6,17 +6,24 @@
 
 #include "attnkit/io/npy.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "file_util.hpp"
 #include "npy_test_util.hpp"
@@ -323,13 +330,76 @@ TEST(NpyWriter, RefusesShapesWhoseSizeOverflowsAndWritesNothing) {
   EXPECT_EQ(read_file(p), "keep me");
 }
 
-TEST(NpyReader, MissingFileAndDirectoryAreClearErrors) {
+TEST(NpyReader, MissingFileIsAClearError) {
   ScratchDir dir;
   const std::string missing = dir / "missing.npy";
   EXPECT_TRUE(throws_invalid_argument([&] { read_npy<float>(missing); },
                                       {"npy: '", missing.c_str(), "cannot open", "No such file"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { read_npy<double>(dir.str()); }, {dir.str().c_str()}));
-  EXPECT_TRUE(throws_invalid_argument([&] { read_npy_header(dir.str()); }, {dir.str().c_str()}));
+  EXPECT_TRUE(throws_invalid_argument([&] { read_npy_header(missing); }, {missing.c_str(), "cannot open"}));
+}
+
+// Runs `read` on another thread and passes when it throws
+// std::invalid_argument containing every needle within 5 s. A reader blocked
+// in open(2) on a FIFO (waiting for a writer that never comes) is released by
+// opening the FIFO for writing, so a regression fails instead of hanging.
+template <typename F>
+::testing::AssertionResult refused_in_time(F read, const std::string& fifo_to_release,
+                                           std::initializer_list<const char*> needles) {
+  auto done = std::async(std::launch::async, [&] { return throws_invalid_argument(read, needles); });
+  if (done.wait_for(std::chrono::seconds(5)) == std::future_status::ready) return done.get();
+  if (!fifo_to_release.empty()) {
+    const int fd = ::open(fifo_to_release.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);  // the blocked reader now sees end of file
+  }
+  done.wait();
+  return ::testing::AssertionFailure() << "still blocked after 5 s";
+}
+
+// A FIFO, a directory, a character device and a socket are refused by name,
+// without blocking: the file is opened non-blocking and fstat on the opened
+// descriptor must say "regular file" before a byte is read.
+TEST(NpyReader, RefusesNonRegularFilesWithoutBlocking) {
+  ScratchDir dir;
+  const std::string fifo = dir / "pipe.npy";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  const std::string fifo_c = fifo;
+  EXPECT_TRUE(refused_in_time([&] { read_npy<float>(fifo_c); }, fifo,
+                              {"npy: '", fifo.c_str(), "not a regular file", "FIFO"}));
+  EXPECT_TRUE(refused_in_time([&] { read_npy<double>(fifo_c); }, fifo, {fifo.c_str(), "not a regular file"}));
+  EXPECT_TRUE(refused_in_time([&] { read_npy_header(fifo_c); }, fifo, {fifo.c_str(), "not a regular file"}));
+
+  for (const std::string& path : {dir.str(), std::string("/dev/null")}) {
+    const char* kind = path == "/dev/null" ? "character device" : "directory";
+    EXPECT_TRUE(
+        refused_in_time([&] { read_npy<float>(path); }, "", {path.c_str(), "not a regular file", kind}));
+    EXPECT_TRUE(
+        refused_in_time([&] { read_npy_header(path); }, "", {path.c_str(), "not a regular file", kind}));
+  }
+
+  // A Unix-domain socket (open(2) fails on it with ENXIO: the message still
+  // says what it is). sun_path holds 108 bytes; skip if the scratch path is longer.
+  const std::string sock = dir / "s.npy";
+  sockaddr_un addr{};
+  if (sock.size() < sizeof(addr.sun_path)) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, sock.c_str(), sock.size() + 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+    EXPECT_TRUE(
+        refused_in_time([&] { read_npy<float>(sock); }, "", {sock.c_str(), "not a regular file", "socket"}));
+    EXPECT_TRUE(refused_in_time([&] { read_npy_header(sock); }, "", {sock.c_str(), "not a regular file"}));
+    ::close(fd);
+  }
+
+  // A symbolic link to a regular file is read (through the link); to a FIFO, refused.
+  const std::string target = dir / "real.npy", link = dir / "link.npy", fifo_link = dir / "fifo_link.npy";
+  write_npy(target, counting_array<float>({2, 3}));
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  ASSERT_EQ(::symlink(fifo.c_str(), fifo_link.c_str()), 0);
+  EXPECT_EQ(read_npy<float>(link).data, counting_array<float>({2, 3}).data);
+  EXPECT_TRUE(
+      refused_in_time([&] { read_npy<float>(fifo_link); }, fifo, {fifo_link.c_str(), "not a regular file"}));
 }
 
 // --- the corpus of broken files -------------------------------------------

@@ -123,17 +123,16 @@ NpyArray<Scalar> parse_npy(const void* bytes, std::size_t size, const std::strin
 /// Reads the .npy file at `path`.
 /// \returns the array in C order, converted to Scalar.
 /// \throws std::invalid_argument naming the file when it cannot be opened or
-///         read, or is malformed, truncated, oversized or unsupported.
+///         read, is not a regular file (a FIFO, directory, device or socket:
+///         refused without blocking, before anything is read), or is
+///         malformed, truncated, oversized or unsupported.
 template <typename Scalar>
 NpyArray<Scalar> read_npy(const std::string& path) {
   npy_dtype_of<Scalar>();
-  std::ifstream in;
-  const std::size_t size = detail::npy_open(in, path);
-  const NpyHeader h = detail::npy_read_header(in, size, path);
+  detail::NpyInputFile in(path);
+  const NpyHeader h = detail::npy_read_header(in, path);
   std::vector<unsigned char> raw(h.data_bytes());
-  in.seekg(static_cast<std::streamoff>(h.data_offset), std::ios::beg);
-  if (!raw.empty() && !in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size())))
-    detail::npy_fail(path, "cannot read the ", raw.size(), " bytes of data (did the file change?)");
+  in.read_at(h.data_offset, raw.data(), raw.size(), "the data");
   NpyArray<Scalar> a{h.shape, std::vector<Scalar>(static_cast<std::size_t>(h.size()))};
   detail::npy_decode(raw.data(), h, a.data.data());
   return a;

@@ -23,7 +23,10 @@
 /// given for an in-memory buffer), e.g.
 ///   npy: 'k.npy': truncated: shape (8, 4096, 128) float32 needs 16777216 bytes of data, the file has 1024
 /// No input makes the reader read out of bounds, allocate more than the file's
-/// size (plus one decoded copy), or hang.
+/// size (plus one decoded copy), or hang: only regular files are read; a FIFO,
+/// a directory, a device or a socket is refused by name without blocking and
+/// before a byte is read (POSIX: opened with O_NONBLOCK, then fstat on the
+/// opened descriptor).
 ///
 /// Thread safety: pure functions; concurrent calls on distinct files are safe.
 
@@ -39,6 +42,15 @@
 #include <string_view>
 #include <type_traits>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#else
+#include <filesystem>
+#endif
 
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
@@ -389,25 +401,121 @@ inline NpyHeader parse_npy_header(const void* bytes, std::size_t size, const std
 
 namespace detail {
 
-/// Opens `path` and returns its size; throws naming the file.
-inline std::size_t npy_open(std::ifstream& in, const std::string& path) {
-  in.open(path, std::ios::binary);
-  if (!in) npy_fail(path, "cannot open: ", std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const std::streamoff end = in.tellg();
-  in.seekg(0, std::ios::beg);
-  if (!in || end < 0) npy_fail(path, "cannot read (is it a regular file?)");
-  return static_cast<std::size_t>(end);
+#if defined(__unix__) || defined(__APPLE__)
+/// What a non-regular file is, for messages.
+inline const char* npy_file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
 }
+#endif
 
-/// Reads and parses the header of an open file of `file_size` bytes.
-inline NpyHeader npy_read_header(std::ifstream& in, std::size_t file_size, const std::string& path) {
-  const std::size_t want = std::min(file_size, 12 + npy_max_header_bytes);
+/// A regular file opened for reading, with its size; closed on destruction.
+///
+/// POSIX: open(2) with O_NONBLOCK (so a FIFO without a writer, or a device,
+/// cannot block the open), then fstat(2) on the opened descriptor, so the
+/// check is made on the very file that will be read (no race between a check
+/// and the open); anything but a regular file is refused before a byte is
+/// read. Elsewhere: std::filesystem::is_regular_file before std::ifstream
+/// (checked by name, so not race-free; such platforms have no FIFOs in the
+/// file system namespace).
+class NpyInputFile {
+ public:
+  explicit NpyInputFile(const std::string& path) : path_(path) {
+#if defined(__unix__) || defined(__APPLE__)
+    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd_ < 0) {
+      const int error = errno;
+      struct stat st {};
+      // open(2) refuses some special files (a socket: ENXIO); say what they are.
+      if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+        npy_fail(path, "not a regular file (", npy_file_kind(st.st_mode),
+                 "); .npy files are read from regular ", "files only");
+      npy_fail(path, "cannot open: ", std::strerror(error));
+    }
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+      const int error = errno;
+      ::close(fd_);
+      npy_fail(path, "cannot read: ", std::strerror(error));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      npy_fail(path, "not a regular file (", npy_file_kind(st.st_mode),
+               "); .npy files are read from regular ", "files only");
+    }
+    // Reads from a regular file never block; clear the flag anyway.
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags >= 0) ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
+    size_ = static_cast<std::size_t>(st.st_size);
+#else
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+      npy_fail(path, "not a regular file; .npy files are read from regular files only");
+    in_.open(path, std::ios::binary);
+    if (!in_) npy_fail(path, "cannot open: ", std::strerror(errno));
+    in_.seekg(0, std::ios::end);
+    const std::streamoff end = in_.tellg();
+    if (!in_ || end < 0) npy_fail(path, "cannot read (is it a regular file?)");
+    size_ = static_cast<std::size_t>(end);
+#endif
+  }
+  ~NpyInputFile() {
+#if defined(__unix__) || defined(__APPLE__)
+    ::close(fd_);
+#endif
+  }
+  NpyInputFile(const NpyInputFile&) = delete;
+  NpyInputFile& operator=(const NpyInputFile&) = delete;
+
+  /// The size of the file when it was opened.
+  std::size_t size() const {
+    return size_;
+  }
+
+  /// Reads exactly `n` bytes at `offset` into `out`; throws naming the file
+  /// when it ends first (it changed since it was opened) or a read fails.
+  void read_at(std::size_t offset, unsigned char* out, std::size_t n, const char* what) {
+#if defined(__unix__) || defined(__APPLE__)
+    std::size_t done = 0;
+    while (done < n) {
+      const std::size_t chunk = std::min<std::size_t>(n - done, std::size_t(1) << 30);
+      const ssize_t got = ::pread(fd_, out + done, chunk, static_cast<off_t>(offset + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) npy_fail(path_, "cannot read ", what, ": ", std::strerror(errno));
+      if (got == 0) npy_fail(path_, "cannot read ", what, " (the file ended early: did it change?)");
+      done += static_cast<std::size_t>(got);
+    }
+#else
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(offset), std::ios::beg);
+    if (n > 0 && !in_.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(n)))
+      npy_fail(path_, "cannot read ", what, " (did the file change?)");
+#endif
+  }
+
+ private:
+  const std::string& path_;
+  std::size_t size_ = 0;
+#if defined(__unix__) || defined(__APPLE__)
+  int fd_ = -1;
+#else
+  std::ifstream in_;
+#endif
+};
+
+/// Reads and parses the header of an open file, and checks the data size
+/// against the file size.
+inline NpyHeader npy_read_header(NpyInputFile& in, const std::string& path) {
+  const std::size_t want = std::min(in.size(), 12 + npy_max_header_bytes);
   std::vector<unsigned char> head(want);
-  if (want > 0 && !in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(want)))
-    npy_fail(path, "cannot read (is it a regular file?)");
+  in.read_at(0, head.data(), want, "the header");
   NpyHeader h = parse_npy_header(head.data(), want, path);
-  npy_check_data_size(h, file_size - h.data_offset, path);
+  npy_check_data_size(h, in.size() - h.data_offset, path);
   return h;
 }
 
@@ -415,11 +523,13 @@ inline NpyHeader npy_read_header(std::ifstream& in, std::size_t file_size, const
 
 /// Reads and validates only the header of the file at `path` (the data size is
 /// checked against the file size, the data is not read).
-/// \throws std::invalid_argument naming the file (see parse_npy_header).
+/// \throws std::invalid_argument naming the file when it is missing, is not a
+///         regular file (a FIFO, directory, device or socket: refused without
+///         blocking, see detail::NpyInputFile), or its header is invalid (see
+///         parse_npy_header).
 inline NpyHeader read_npy_header(const std::string& path) {
-  std::ifstream in;
-  const std::size_t size = detail::npy_open(in, path);
-  return detail::npy_read_header(in, size, path);
+  detail::NpyInputFile in(path);
+  return detail::npy_read_header(in, path);
 }
 
 }  // namespace attnkit
