@@ -83,6 +83,20 @@ void round_trip(const std::uint8_t* data, std::size_t size, const attnkit::NpyHe
   if (!same_array(a, b)) std::abort();
 }
 
+/// A float16 file read as float (exact) and written back as float16 gives the
+/// same bits: rounding an exact half is the identity, NaN payloads included.
+void widen_and_round_back(const std::uint8_t* data, std::size_t size, const attnkit::NpyHeader& h) {
+  const attnkit::NpyArray<Eigen::half> halves = attnkit::parse_npy<Eigen::half>(data, size, "fuzz");
+  const attnkit::NpyArray<float> wide = attnkit::parse_npy<float>(data, size, "fuzz");
+  attnkit::NpyWriteOptions options{h.major_version, h.byte_order, h.fortran_order};
+  options.dtype = attnkit::NpyDtype::float16;
+  std::ostringstream os;
+  attnkit::write_npy(os, wide.shape, wide.data.data(), wide.data.size(), options);
+  const std::string bytes = os.str();
+  if (!same_array(halves, attnkit::parse_npy<Eigen::half>(bytes.data(), bytes.size(), "narrowed")))
+    std::abort();
+}
+
 /// The file reader agrees with the in-memory parser on the same bytes.
 template <typename Scalar>
 void file_agrees(const std::uint8_t* data, std::size_t size, const std::string& path) {
@@ -106,16 +120,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool sized = mem_header && size - mem_header->data_offset == mem_header->data_bytes();
   if (file_header.has_value() != sized) std::abort();
   if (file_header && !same_header(*mem_header, *file_header)) std::abort();
+  file_agrees<Eigen::half>(data, size, path);
   file_agrees<float>(data, size, path);
   file_agrees<double>(data, size, path);
   if (!mem_header) return 0;
 
   const attnkit::NpyHeader& h = *mem_header;
   try {
-    if (h.dtype == attnkit::NpyDtype::float32)
+    if (h.dtype == attnkit::NpyDtype::float16) {
+      round_trip<Eigen::half>(data, size, h);
+      widen_and_round_back(data, size, h);
+    } else if (h.dtype == attnkit::NpyDtype::float32) {
       round_trip<float>(data, size, h);
-    else
+    } else {
       round_trip<double>(data, size, h);
+    }
   } catch (const std::invalid_argument&) {
     // A valid header with a wrong data size: refused, as it must be.
   }

@@ -20,16 +20,21 @@ using test::npy_file;
 using test::throws_invalid_argument;
 
 TEST(NpyDtypeNames, ToStringAndParseAreInverse) {
-  for (const NpyDtype dtype : {NpyDtype::float32, NpyDtype::float64}) {
+  for (const NpyDtype dtype : {NpyDtype::float16, NpyDtype::float32, NpyDtype::float64}) {
     const std::optional<NpyDtype> back = parse_npy_dtype(to_string(dtype));
     ASSERT_TRUE(back.has_value()) << to_string(dtype);
     EXPECT_EQ(*back, dtype);
   }
+  EXPECT_STREQ(to_string(NpyDtype::float16), "float16");
   EXPECT_STREQ(to_string(NpyDtype::float32), "float32");
   EXPECT_STREQ(to_string(NpyDtype::float64), "float64");
+  EXPECT_EQ(npy_item_size(NpyDtype::float16), 2u);
   EXPECT_EQ(npy_item_size(NpyDtype::float32), 4u);
   EXPECT_EQ(npy_item_size(NpyDtype::float64), 8u);
-  for (const char* other : {"", "f4", "<f4", "Float32", "float", "int64", "float32 "})
+  EXPECT_EQ(npy_dtype_of<Eigen::half>(), NpyDtype::float16);
+  EXPECT_EQ(npy_dtype_of<float>(), NpyDtype::float32);
+  EXPECT_EQ(npy_dtype_of<double>(), NpyDtype::float64);
+  for (const char* other : {"", "f2", "f4", "<f4", "Float32", "float", "half", "int64", "float32 "})
     EXPECT_FALSE(parse_npy_dtype(other).has_value()) << "'" << other << "'";
 }
 
@@ -59,7 +64,9 @@ TEST(NpyHeaderParser, ReadsEveryDescrAndLayoutItSupports) {
     NpyDtype dtype;
     NpyByteOrder order;
   };
-  for (const Case c : {Case{"'<f4'", NpyDtype::float32, NpyByteOrder::little},
+  for (const Case c : {Case{"'<f2'", NpyDtype::float16, NpyByteOrder::little},
+                       Case{"'>f2'", NpyDtype::float16, NpyByteOrder::big},
+                       Case{"'<f4'", NpyDtype::float32, NpyByteOrder::little},
                        Case{"'>f4'", NpyDtype::float32, NpyByteOrder::big},
                        Case{"'<f8'", NpyDtype::float64, NpyByteOrder::little},
                        Case{"'>f8'", NpyDtype::float64, NpyByteOrder::big}})

@@ -40,12 +40,16 @@ using test::write_file;
 
 const std::string corpus = ATTNKIT_NPY_CORPUS_DIR;
 
+// Every test of this suite runs over the three element types the reader
+// returns; float16 has its own tests in npy_float16_test.cpp.
 template <typename Scalar>
 class NpyTest : public ::testing::Test {};
-TYPED_TEST_SUITE(NpyTest, test::Scalars);
+using NpyScalars = ::testing::Types<Eigen::half, float, double>;
+TYPED_TEST_SUITE(NpyTest, NpyScalars);
 
-// value(e) = 0.25 e - 3 at C-order index e: exact in float and double; the
-// convention of tests/io/npy_numpy_check.py and of the committed corpus.
+// value(e) = 0.25 e - 3 at C-order index e: exact in float and double, and in
+// float16 for e < 2048 (4 value(e) = e - 12 has at most 11 bits); the convention of
+// tests/io/npy_numpy_check.py and of the committed corpus.
 template <typename Scalar>
 Scalar value(std::size_t e) {
   return static_cast<Scalar>(0.25 * static_cast<double>(e) - 3.0);
@@ -155,6 +159,8 @@ TYPED_TEST(NpyTest, ReadsEveryCommittedNumpyFile) {
       {"f4_2d_v2.npy", {3, 4}, 2, NpyDtype::float32, le, false},
       {"f8_3d_v3.npy", {2, 2, 3}, 3, NpyDtype::float64, le, false},
       {"f4_empty.npy", {0, 4}, 1, NpyDtype::float32, le, false},
+      {"f2_2d.npy", {3, 4}, 1, NpyDtype::float16, le, false},
+      {"f2_3d_big_fortran.npy", {2, 3, 4}, 1, NpyDtype::float16, be, true},
   };
   for (const Case& c : cases) {
     const std::string path = corpus + "/" + c.file;
@@ -187,6 +193,8 @@ TEST(NpyWriter, WritesTheBytesNumpyWrites) {
   check("f4_2d_v2.npy", counting_array<float>({3, 4}), {2, NpyByteOrder::little, false});
   check("f8_3d_v3.npy", counting_array<double>({2, 2, 3}), {3, NpyByteOrder::little, false});
   check("f4_empty.npy", counting_array<float>({0, 4}), {});
+  check("f2_2d.npy", counting_array<Eigen::half>({3, 4}), {});
+  check("f2_3d_big_fortran.npy", counting_array<Eigen::half>({2, 3, 4}), {0, NpyByteOrder::big, true});
 }
 
 // Index arrays (attnkit-eval prune's kept dimensions) are written as int64:
@@ -452,8 +460,11 @@ std::vector<Broken> broken_corpus() {
       {"escape in string", npy_file("{'descr': '<f\\x34', 'fortran_order': False, 'shape': (6,)}", d6),
        "escape"},
       {"int32", npy_file(test::npy_dict("'<i4'", "False", "(2, 3)"), d6), "unsupported dtype '<i4'"},
-      {"float16", npy_file(test::npy_dict("'<f2'", "False", "(2, 3)"), std::string(12, '\0')),
-       "unsupported dtype '<f2'"},
+      {"int16", npy_file(test::npy_dict("'<i2'", "False", "(2, 3)"), std::string(12, '\0')),
+       "unsupported dtype '<i2'"},
+      {"float128", npy_file(test::npy_dict("'<f16'", "False", "(2, 3)"), std::string(96, '\0')),
+       "unsupported dtype '<f16'"},
+      {"unsized float", npy_file(test::npy_dict("'<f'", "False", "(2, 3)"), d6), "unsupported dtype '<f'"},
       {"complex64", npy_file(test::npy_dict("'<c8'", "False", "(2, 3)"), d6 + d6), "unsupported dtype '<c8'"},
       {"native-order descr", npy_file(test::npy_dict("'=f4'", "False", "(2, 3)"), d6),
        "unsupported dtype '=f4'"},
@@ -502,7 +513,7 @@ TEST(NpyReader, RefusesEveryBrokenFileWithAMessageNamingIt) {
 }
 
 TEST(NpyReader, EveryTruncationAndExtensionOfAValidFileIsRefused) {
-  for (const char* file : {"f4_3d_big_fortran.npy", "f8_1d.npy", "f4_2d_v2.npy"}) {
+  for (const char* file : {"f4_3d_big_fortran.npy", "f8_1d.npy", "f4_2d_v2.npy", "f2_3d_big_fortran.npy"}) {
     const std::string good = read_file(corpus + "/" + file);
     ASSERT_FALSE(good.empty()) << file;
     ASSERT_NO_THROW(parse_npy<double>(good.data(), good.size(), file));
@@ -527,7 +538,7 @@ int run_python(const std::string& args) {
 const std::vector<Index> interop_shapes[] = {{7}, {3, 5}, {2, 3, 4}};
 
 std::string interop_name(NpyDtype dtype, NpyByteOrder order, bool fortran, int version, std::size_t ndim) {
-  return std::string(dtype == NpyDtype::float32 ? "f4" : "f8") +
+  return std::string(dtype == NpyDtype::float16 ? "f2" : (dtype == NpyDtype::float32 ? "f4" : "f8")) +
          (order == NpyByteOrder::little ? "_le" : "_be") + (fortran ? "_F" : "_C") + "_v" +
          std::to_string(version) + "_" + std::to_string(ndim) + "d.npy";
 }
@@ -539,25 +550,27 @@ TEST(NpyNumpyInterop, NumpyReadsWhatAttnkitWritesAndViceVersa) {
            " the committed numpy files in tests/io/npy_corpus are still checked";
   ScratchDir ours, theirs;
   int written = 0;
-  for (const NpyDtype dtype : {NpyDtype::float32, NpyDtype::float64})
+  for (const NpyDtype dtype : {NpyDtype::float16, NpyDtype::float32, NpyDtype::float64})
     for (const NpyByteOrder order : {NpyByteOrder::little, NpyByteOrder::big})
       for (const bool fortran : {false, true})
         for (const int version : {1, 2, 3})
           for (const auto& shape : interop_shapes) {
             const NpyWriteOptions opt{version, order, fortran};
             const std::string path = ours / interop_name(dtype, order, fortran, version, shape.size());
-            if (dtype == NpyDtype::float32)
+            if (dtype == NpyDtype::float16)
+              write_npy(path, counting_array<Eigen::half>(shape), opt);
+            else if (dtype == NpyDtype::float32)
               write_npy(path, counting_array<float>(shape), opt);
             else
               write_npy(path, counting_array<double>(shape), opt);
             ++written;
           }
-  ASSERT_EQ(written, 72);
+  ASSERT_EQ(written, 108);
   EXPECT_EQ(run_python("check '" + ours.str() + "'"), 0) << "numpy refused or misread a file attnkit wrote";
 
   ASSERT_EQ(run_python("write '" + theirs.str() + "'"), 0);
   int read = 0;
-  for (const NpyDtype dtype : {NpyDtype::float32, NpyDtype::float64})
+  for (const NpyDtype dtype : {NpyDtype::float16, NpyDtype::float32, NpyDtype::float64})
     for (const NpyByteOrder order : {NpyByteOrder::little, NpyByteOrder::big})
       for (const bool fortran : {false, true})
         for (const int version : {1, 2, 3})
@@ -574,7 +587,7 @@ TEST(NpyNumpyInterop, NumpyReadsWhatAttnkitWritesAndViceVersa) {
               ASSERT_EQ(a.data[e], value<double>(e)) << path;
             ++read;
           }
-  EXPECT_EQ(read, 72);
+  EXPECT_EQ(read, 108);
 }
 
 }  // namespace

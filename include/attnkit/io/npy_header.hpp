@@ -1,8 +1,9 @@
 #pragma once
 
 /// \file attnkit/io/npy_header.hpp
-/// The NumPy `.npy` format as attnkit reads it: the dtypes, the header and its
-/// validation, and the size checks. The arrays themselves (decoding, writing)
+/// The NumPy `.npy` format as attnkit reads it: the dtypes (float16, float32,
+/// float64, either byte order), the header and its validation, and the size
+/// checks. The arrays themselves (decoding, writing)
 /// are in attnkit/io/npy.hpp, which includes this header.
 ///
 /// The format: the magic string "\x93NUMPY", two version bytes, the header
@@ -57,46 +58,66 @@
 
 namespace attnkit {
 
-/// Element types attnkit reads and writes.
-enum class NpyDtype { float32, float64 };
+/// Element types attnkit reads and writes: IEEE binary32, binary64 and
+/// binary16 ('f4', 'f8', 'f2'). float16 is listed last so that the values of
+/// the older two are unchanged.
+enum class NpyDtype { float32, float64, float16 };
 
 /// Byte order of the elements in a file.
 enum class NpyByteOrder { little, big };
 
-/// "float32" or "float64".
+/// "float16", "float32" or "float64" (numpy's names).
 inline const char* to_string(NpyDtype dtype) {
-  return dtype == NpyDtype::float32 ? "float32" : "float64";
+  switch (dtype) {
+    case NpyDtype::float16:
+      return "float16";
+    case NpyDtype::float32:
+      return "float32";
+    case NpyDtype::float64:
+      return "float64";
+  }
+  return "?";
 }
 
-/// The inverse of to_string: "float32" or "float64", std::nullopt otherwise.
+/// The inverse of to_string: "float16", "float32" or "float64"; std::nullopt
+/// for anything else.
 inline std::optional<NpyDtype> parse_npy_dtype(std::string_view name) {
-  if (name == "float32") return NpyDtype::float32;
-  if (name == "float64") return NpyDtype::float64;
+  for (const NpyDtype dtype : {NpyDtype::float16, NpyDtype::float32, NpyDtype::float64})
+    if (name == to_string(dtype)) return dtype;
   return std::nullopt;
 }
 
-/// Bytes per element: 4 or 8.
+/// Bytes per element: 2, 4 or 8.
 inline std::size_t npy_item_size(NpyDtype dtype) {
-  return dtype == NpyDtype::float32 ? 4 : 8;
+  return dtype == NpyDtype::float16 ? 2 : (dtype == NpyDtype::float32 ? 4 : 8);
 }
 
-/// The dtype that stores Scalar (float -> float32, double -> float64).
+/// The dtype that stores Scalar (Eigen::half -> float16, float -> float32,
+/// double -> float64).
 template <typename Scalar>
 constexpr NpyDtype npy_dtype_of() {
-  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                "attnkit .npy support handles float and double");
+  static_assert(
+      std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double> || std::is_same_v<Scalar, Eigen::half>,
+      "attnkit .npy support handles Eigen::half, float and double");
+  if constexpr (std::is_same_v<Scalar, Eigen::half>) return NpyDtype::float16;
   return std::is_same_v<Scalar, float> ? NpyDtype::float32 : NpyDtype::float64;
 }
 
 namespace detail {
-/// The type code write_npy puts in 'descr' for Scalar: the reader's two float
-/// types, plus 64-bit integers for index arrays (e.g. kept dimensions), which
-/// attnkit writes but does not read.
+/// The type code of a dtype in 'descr': "f2", "f4" or "f8".
+inline const char* npy_type_code(NpyDtype dtype) {
+  return dtype == NpyDtype::float16 ? "f2" : (dtype == NpyDtype::float32 ? "f4" : "f8");
+}
+
+/// The type code write_npy puts in 'descr' for Scalar by default: the
+/// reader's three float types, plus 64-bit integers for index arrays (e.g.
+/// kept dimensions), which attnkit writes but does not read.
 template <typename Scalar>
 constexpr const char* npy_type_code() {
-  static_assert(
-      std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double> || std::is_same_v<Scalar, std::int64_t>,
-      "attnkit writes float, double and std::int64_t arrays");
+  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double> ||
+                    std::is_same_v<Scalar, Eigen::half> || std::is_same_v<Scalar, std::int64_t>,
+                "attnkit writes Eigen::half, float, double and std::int64_t arrays");
+  if constexpr (std::is_same_v<Scalar, Eigen::half>) return "f2";
   if constexpr (std::is_same_v<Scalar, float>) return "f4";
   if constexpr (std::is_same_v<Scalar, double>) return "f8";
   return "i8";
@@ -241,17 +262,18 @@ class NpyDictParser {
 
   void parse_descr(NpyHeader& h) {
     if (peek() == '[')
-      npy_fail(name_, "unsupported dtype: structured arrays are not supported (attnkit reads float32 ",
-               "and float64)");
+      npy_fail(name_, "unsupported dtype: structured arrays are not supported (attnkit reads float16, ",
+               "float32 and float64)");
     const std::string d = parse_string("the value of 'descr'");
-    if (d == "<f4" || d == ">f4" || d == "<f8" || d == ">f8") {
+    if (d.size() == 3 && (d[0] == '<' || d[0] == '>') && d[1] == 'f' &&
+        (d[2] == '2' || d[2] == '4' || d[2] == '8')) {
       h.byte_order = d[0] == '<' ? NpyByteOrder::little : NpyByteOrder::big;
-      h.dtype = d[2] == '4' ? NpyDtype::float32 : NpyDtype::float64;
+      h.dtype = d[2] == '2' ? NpyDtype::float16 : (d[2] == '4' ? NpyDtype::float32 : NpyDtype::float64);
       return;
     }
     npy_fail(name_, "unsupported dtype '", d,
-             "' (attnkit reads float32 and float64: '<f4', '>f4', '<f8', '>f8'; convert with ",
-             "array.astype(numpy.float32))");
+             "' (attnkit reads float16, float32 and float64: '<f2', '>f2', '<f4', '>f4', '<f8', '>f8'; ",
+             "convert with ", "array.astype(numpy.float32))");
   }
 
   bool parse_bool() {
