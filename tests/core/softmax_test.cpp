@@ -228,6 +228,50 @@ TYPED_TEST(SoftmaxTest, EntropyAndSupportOfUniformAndOneHotRows) {
               8 * eps<Scalar>());
 }
 
+// entropy and effective_support take probability rows: a NaN entry makes its
+// row's result NaN (it used to be skipped: [NaN, 0.5, 0.5] gave log 2), and
+// an entry outside [0, 1] (negative, above 1, infinite) is refused naming
+// the row, the column and the value (negative entries used to be skipped).
+TYPED_TEST(SoftmaxTest, EntropyPropagatesNaNAndRefusesNonProbabilities) {
+  using Scalar = TypeParam;
+  const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+  const Scalar inf = std::numeric_limits<Scalar>::infinity();
+  RowMatrix<Scalar> p(3, 3);
+  p << Scalar(0.25), Scalar(0.25), Scalar(0.5),  //
+      nan, Scalar(0.5), Scalar(0.5),             //
+      Scalar(0.5), Scalar(0.5), nan;
+  const Vector<Scalar> h = entropy(p), support = effective_support(p);
+  EXPECT_TRUE(std::isnan(h(1))) << h(1);
+  EXPECT_TRUE(std::isnan(h(2))) << h(2);
+  EXPECT_TRUE(std::isnan(support(1))) << support(1);
+  EXPECT_TRUE(std::isnan(support(2))) << support(2);
+  // The other row is what it is alone, bit for bit: 1.5 log 2 nats.
+  EXPECT_EQ(h(0), entropy(p.topRows(1))(0));
+  EXPECT_EQ(support(0), effective_support(p.topRows(1))(0));
+  EXPECT_NEAR(static_cast<double>(h(0)), 1.5 * std::log(2.0), 4 * eps<Scalar>());
+
+  struct Bad {
+    Scalar value;
+    const char* shown;
+  };
+  for (const Bad bad : {Bad{Scalar(-0.5), "-0.5"}, Bad{inf, "inf"}, Bad{-inf, "-inf"},
+                        Bad{Scalar(1.5), "1.5"}, Bad{-std::numeric_limits<Scalar>::denorm_min(), "-"}}) {
+    RowMatrix<Scalar> q = RowMatrix<Scalar>::Constant(3, 4, Scalar(0.25));
+    q(2, 1) = bad.value;
+    EXPECT_TRUE(
+        throws_invalid_argument([&] { entropy(q); }, {"entropy", "probs", "row 2", "column 1", bad.shown}))
+        << bad.shown;
+    EXPECT_TRUE(throws_invalid_argument([&] { effective_support(q); },
+                                        {"effective_support", "row 2", "column 1", bad.shown}))
+        << bad.shown;
+  }
+  // Zeros (and -0) are probabilities: 0 log 0 = 0.
+  RowMatrix<Scalar> z(1, 3);
+  z << Scalar(-0.0), Scalar(1), Scalar(0);
+  EXPECT_EQ(entropy(z)(0), Scalar(0));
+  EXPECT_EQ(effective_support(z)(0), Scalar(1));
+}
+
 TYPED_TEST(SoftmaxTest, NonFiniteLogitsFollowTheDocumentedRules) {
   using Scalar = TypeParam;
   const Scalar inf = std::numeric_limits<Scalar>::infinity();
