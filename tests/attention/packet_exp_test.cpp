@@ -121,9 +121,8 @@ constexpr bool kFused = true;
 constexpr bool kFused = false;
 #endif
 
-// The polynomial itself: its exact-arithmetic error is what the bound uses.
-// (The header's comment says 1.9e-9; with these float coefficients it is
-// 1.55e-8 at f = -1/2, 0.26 u.)
+// The polynomial itself: its exact-arithmetic error is what the bound uses
+// (1.55e-8 at f = -1/2, 0.26 u, with these float coefficients).
 TEST(PacketExpFloat, TheBoundIsDerivedFromTheHeadersPolynomial) {
   const FloatPathBound fused = float_path_bound(true), unfused = float_path_bound(false);
   const double u = std::ldexp(1.0, -24);
@@ -268,6 +267,13 @@ TEST(PacketExpFloat, SpecialValuesThroughThePacket) {
   expect_special_values<float, true>();
 }
 
+// The scalar entry point (a non-vectorised build, Packet = Scalar) has the
+// same special cases as the packets: below -126 exactly 0 too. (It used to
+// return std::exp2's denormals down to -149.)
+TEST(PacketExpFloat, SpecialValuesThroughTheScalarEntryPoint) {
+  expect_special_values<float, false>();
+}
+
 // The double path: 2^t = pexp(t ln 2). t ln 2 is rounded once and ln 2 is
 // rounded once, each a relative error <= u_d of the argument, i.e. an
 // absolute error |t| ln 2 u_d in the exponent and a relative one in the
@@ -305,8 +311,18 @@ TEST(PacketExpDouble, WithinTheBoundOverMinus1022ToZero) {
   expect_double_path_within_bound<true>();
 }
 
+// Scalar double: exactly 0 below -1022 like the packet, not below -1000
+// (which flushed 2^-1000 .. 2^-1022 to 0 in non-vectorised builds only).
+TEST(PacketExpDouble, ScalarEntryPointWithinTheBound) {
+  expect_double_path_within_bound<false>();
+}
+
 TEST(PacketExpDouble, SpecialValuesThroughThePacket) {
   expect_special_values<double, true>();
+}
+
+TEST(PacketExpDouble, SpecialValuesThroughTheScalarEntryPoint) {
+  expect_special_values<double, false>();
 }
 
 }  // namespace
