@@ -1,13 +1,16 @@
 #pragma once
 
 /// \file attnkit/core/softmax.hpp
-/// The softmax toolkit of seed note 002, row-wise over Eigen matrices.
+/// The softmax toolkit, row-wise over Eigen matrices: softmax, log-sum-exp,
+/// the softmax Jacobian, and statistics of probability rows.
 ///
 /// Every function treats each ROW of its input as one distribution (one
 /// query's logits or probabilities), works in the input's Scalar type (float,
 /// double or long double) and costs O(rows * cols) unless stated.
 ///
-/// Non-finite input, documented once for the whole header:
+/// Non-finite input, documented once for the whole header (the functions of
+/// probability rows, entropy and effective_support, state their own rules:
+/// NaN propagates to its row, entries outside [0, 1] are refused):
 ///  - a -inf logit is a masked entry: probability exactly 0;
 ///  - a row that is all -inf gives a zero probability row and lse = -inf;
 ///  - a NaN or a +inf logit makes its whole row NaN (softmax and lse); other
@@ -131,14 +134,41 @@ RowMatrix<typename DP::Scalar> softmax_jacobian_product(const Eigen::MatrixBase<
   return out;
 }
 
+namespace detail {
+
+/// Entropy rows for entropy() and effective_support(): validates every entry
+/// (in [0, 1] or NaN) before computing anything; `where` names the caller.
+template <typename Derived>
+Vector<typename Derived::Scalar> entropy_rows(const char* where, const Eigen::MatrixBase<Derived>& probs) {
+  using Scalar = typename Derived::Scalar;
+  static_assert(std::is_floating_point_v<Scalar>, "entropy needs a floating-point Scalar");
+  require_non_empty(where, "probs", probs);
+  for (Index i = 0; i < probs.rows(); ++i)
+    for (Index j = 0; j < probs.cols(); ++j) {
+      const Scalar x = probs(i, j);
+      if (!(x >= Scalar(0) && x <= Scalar(1)) && !std::isnan(x))
+        fail(where, ": probs ", shape(probs), " row ", i, " column ", j, " is ", x,
+             ": entries must be probabilities in [0, 1] (a NaN entry makes its row NaN)");
+    }
+  // 0 log 0 = 0; any other entry (a NaN included) enters the sum.
+  const auto s = probs.array();
+  return -(s == Scalar(0)).select(Scalar(0), s * s.log()).rowwise().sum();
+}
+
+}  // namespace detail
+
 /// Row-wise Shannon entropy H_i = -sum_j s_ij log s_ij (nats), with 0 log 0 = 0.
-/// 0 for a one-hot row, log m for a uniform row. \param probs (n x m).
+/// 0 for a one-hot row, log m for a uniform row. The row is taken as given
+/// (it is not renormalised; softmax rows sum to 1 within rounding).
+/// \param probs (n x m), n, m >= 1; every entry a probability in [0, 1] or NaN.
+/// \returns (n) vector; NaN for a row with a NaN entry (other rows unaffected).
+/// \throws std::invalid_argument on an empty input, or naming the row, the
+///         column and the value of an entry outside [0, 1] (negative, above 1,
+///         or infinite), before anything is computed.
+/// O(n m).
 template <typename Derived>
 Vector<typename Derived::Scalar> entropy(const Eigen::MatrixBase<Derived>& probs) {
-  using Scalar = typename Derived::Scalar;
-  detail::require_non_empty("entropy", "probs", probs);
-  const auto s = probs.array();
-  return -(s > Scalar(0)).select(s * s.log(), Scalar(0)).rowwise().sum();
+  return detail::entropy_rows("entropy", probs);
 }
 
 /// Row-wise largest probability (the "sharpness" of a row): 1/m (uniform) .. 1 (one-hot).
@@ -152,16 +182,17 @@ Vector<typename Derived::Scalar> max_probability(const Eigen::MatrixBase<Derived
 }
 
 /// Row-wise effective support exp(H_i): the number of keys a row "really"
-/// attends to; 1 for one-hot, m for uniform.
+/// attends to; 1 for one-hot, m for uniform. Input, NaN and errors as for
+/// entropy() (messages name effective_support). O(n m).
 template <typename Derived>
 Vector<typename Derived::Scalar> effective_support(const Eigen::MatrixBase<Derived>& probs) {
-  return entropy(probs).array().exp().matrix();
+  return detail::entropy_rows("effective_support", probs).array().exp().matrix();
 }
 
 /// Row-wise Frobenius norm of J = diag(s) - s s^T in closed form, O(m) per row:
 ///   ||J||_F^2 = sum_i s_i^2 (1 - s_i)^2 + sum_i s_i^2 sum_{j != i} s_j^2
 ///             = sum s^2 - 2 sum s^3 + (sum s^2)^2   (for rows summing to 1).
-/// It tends to 0 as the row approaches one-hot (vanishing gradients, note 002).
+/// It tends to 0 as the row approaches one-hot (vanishing gradients).
 /// For the largest entry, 1 - s_max and sum_{j != max} s_j^2 are summed from the
 /// other entries instead of subtracted, so the result keeps full relative
 /// accuracy even when the row is one-hot to within rounding. Assumes each row
