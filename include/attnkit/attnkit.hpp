@@ -36,3 +36,6 @@
 #include "attnkit/prune/selection.hpp"
 #include "attnkit/prune/statistics.hpp"
 #include "attnkit/prune/weights.hpp"
+
+// Rotary position encoding (attnkit/similarity/rotary.hpp forwards here).
+#include "attnkit/position/rotary.hpp"
