@@ -39,3 +39,9 @@
 
 // Rotary position encoding (attnkit/similarity/rotary.hpp forwards here).
 #include "attnkit/position/rotary.hpp"
+
+// Kernelized linear attention.
+#include "attnkit/linear/feature_maps.hpp"
+#include "attnkit/linear/linear_attention.hpp"
+#include "attnkit/linear/linear_state.hpp"
+#include "attnkit/linear/positive_random_features.hpp"
