@@ -45,3 +45,7 @@
 #include "attnkit/linear/linear_attention.hpp"
 #include "attnkit/linear/linear_state.hpp"
 #include "attnkit/linear/positive_random_features.hpp"
+
+// LSH bucketed attention.
+#include "attnkit/sparse/lsh_attention.hpp"
+#include "attnkit/sparse/lsh_hash.hpp"
