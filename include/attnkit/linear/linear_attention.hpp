@@ -41,8 +41,12 @@
 ///    convention attnkit uses for a query that sees no key.
 /// The floor applies to the denominator as computed, in the units of the
 /// map's stabilising factors (FAVOR+: each query's largest feature is
-/// 1/sqrt(m), the keys' largest so far 1/sqrt(m)). NaN in q_i reaches row i;
-/// NaN in k_j or v_j reaches every query that sees key j.
+/// 1/sqrt(m), the keys' largest so far 1/sqrt(m)).
+///
+/// NaN: a NaN in q_i reaches row i only; a NaN in k_j reaches exactly the
+/// queries that see key j (the masked entries of the intra-chunk block are
+/// overwritten); a NaN in v_j reaches those and may also reach the earlier
+/// queries of its chunk (their masked weights, 0, multiply it: 0 * NaN = NaN).
 ///
 /// Accuracy (Scalar unit roundoff u): with non-negative features each
 /// weight phi(q_i) . phi(k_j) is within 2 e_phi + m u relative of its exact
