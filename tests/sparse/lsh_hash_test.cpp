@@ -126,6 +126,12 @@ TEST(LshHashInput, BadInputThrows) {
         LshHasher<float>(4, {LshHashKind::angular, 1 << 20, huge});
       },
       {"overflows"}));
+  // simhash needs only log2 B projection columns, but the index's bucket tables are rounds x (B + 1).
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        LshHasher<float>(4, {LshHashKind::simhash, 1 << 20, huge});
+      },
+      {"rounds x (buckets + 1)", "overflows"}));
   const LshHasher<float> h(4, {});
   EXPECT_TRUE(throws_invalid_argument([&] { h.codes(RowMatrix<float>::Ones(2, 5)); }, {"(2 x 5)", "d = 4"}));
 }

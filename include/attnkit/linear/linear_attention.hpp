@@ -66,6 +66,7 @@
 
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/core/mask.hpp"
+#include "attnkit/detail/checked_size.hpp"
 #include "attnkit/linear/detail/linear_kernel.hpp"
 
 namespace attnkit {
@@ -189,6 +190,7 @@ void linear_attention_into(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBa
   const Index m = map.features(pb.d);
   if (m < 1) detail::fail(where, ": the feature map gives m = ", m, " features; needs >= 1");
   detail::checked_product(where, "features x d_v", m, pb.d_v);
+  detail::checked_product(where, "n_q x d_v", pb.n_q, pb.d_v);
   if (out.rows() != pb.n_q || out.cols() != pb.d_v)
     detail::fail(where, ": out ", detail::shape(out), " must be (n_q x d_v) = (", pb.n_q, " x ", pb.d_v, ")");
   if (lse.size() != pb.n_q) detail::fail(where, ": lse has ", lse.size(), " entries, needs n_q = ", pb.n_q);

@@ -89,7 +89,9 @@ class PositiveRandomFeatures {
     if (d < 1) detail::fail(where, ": d = ", d, " must be >= 1");
     if (options.features < 1) detail::fail(where, ": features = ", options.features, " must be >= 1");
     detail::checked_product(where, "features x d", options.features, d);
-    scale_ = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(d)));
+    // Read from the stored copy: GCC 12 at -O1 with sanitizers reports a
+    // braced temporary's disengaged std::optional as "maybe uninitialized".
+    scale_ = options_.scale.has_value() ? *options_.scale : 1.0 / std::sqrt(static_cast<double>(d));
     if (!(std::isfinite(scale_) && scale_ > 0))
       detail::fail(where, ": scale = ", scale_, " must be finite and > 0");
     redraw(options.seed);

@@ -76,6 +76,7 @@
 #include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/core/mask.hpp"
+#include "attnkit/detail/checked_size.hpp"
 #include "attnkit/sparse/lsh_hash.hpp"
 
 namespace attnkit {
@@ -121,6 +122,7 @@ class LshIndex {
   template <typename DK, typename DV>
   LshIndex(const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v, const LshHashOptions& options = {})
       : hasher_(checked_width(k, v), options), k_(k), v_(v) {
+    detail::checked_product("LshIndex", "rounds x n_k", hasher_.rounds(), k_.rows());
     key_codes_ = hasher_.codes(k_);
     const Index n_k = k_.rows(), rounds = hasher_.rounds(), b = hasher_.buckets();
     order_.assign(static_cast<std::size_t>(rounds), std::vector<Index>(static_cast<std::size_t>(n_k)));
@@ -152,6 +154,8 @@ class LshIndex {
     static_assert(std::is_same_v<typename DQ::Scalar, Scalar>, "attend: q must have the index's Scalar type");
     const AttentionProblem pb =
         make_attention_problem("lsh_attention", q, k_, v_, {options.mask, options.scale});
+    detail::checked_product("lsh_attention", "n_q x d_v", pb.n_q, pb.d_v);
+    detail::checked_product("lsh_attention", "n_q x rounds", pb.n_q, hasher_.rounds());
     const RowMatrix<Scalar> qr = q;
     const LshCodes q_codes = hasher_.codes(qr);
     const Index n_q = pb.n_q, d = pb.d, d_v = pb.d_v, rounds = hasher_.rounds(), buckets = hasher_.buckets();

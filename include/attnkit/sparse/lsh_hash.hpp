@@ -85,6 +85,8 @@ class LshHasher {
       while ((Index{1} << width_) < b)
         ++width_;
     }
+    detail::checked_product(where, "rounds x (buckets + 1)", options.rounds,
+                            b + 1);  // the index's bucket tables
     const Index cols = detail::checked_product(where, "rounds x projection width", options.rounds, width_);
     detail::checked_product(where, "d x rounds x projection width", d, cols);
     detail::Random rng(options.seed);
