@@ -145,23 +145,22 @@ class PositiveRandomFeatures {
   void map_queries(const Eigen::Ref<const RowMatrix<Scalar>>& x, Eigen::Ref<RowMatrix<Scalar>> phi,
                    Eigen::Ref<Vector<Scalar>> log_scale) const {
     exponents(x, phi);
+    // A row with a NaN input is NaN in every exponent, so its maximum and its
+    // features are NaN too.
+    log_scale = phi.rowwise().maxCoeff();
     const Scalar inv_sqrt_m = inverse_sqrt_m();
-    for (Index r = 0; r < x.rows(); ++r) {
-      const Scalar e = phi.row(r).template maxCoeff<Eigen::PropagateNaN>();
-      log_scale(r) = e;
-      phi.row(r) = (phi.row(r).array() - e).exp() * inv_sqrt_m;
-    }
+    for (Index r = 0; r < x.rows(); ++r)
+      phi.row(r) = (phi.row(r).array() - log_scale(r)).exp() * inv_sqrt_m;
   }
 
   /// Key features with one max subtracted over the block (FeatureMap concept).
   Scalar map_keys(const Eigen::Ref<const RowMatrix<Scalar>>& x, Eigen::Ref<RowMatrix<Scalar>> phi) const {
     exponents(x, phi);
+    const Vector<Scalar> row_max = phi.rowwise().maxCoeff();
     Scalar c = -std::numeric_limits<Scalar>::infinity();
-    for (Index r = 0; r < x.rows(); ++r) {
-      const Scalar e = phi.row(r).template maxCoeff<Eigen::PropagateNaN>();
-      if (e > c) c = e;  // false for NaN: NaN rows stay out of the shared maximum
-    }
-    if (!std::isfinite(c)) c = 0;  // every row NaN (or +-inf): nothing to stabilise
+    for (Index r = 0; r < row_max.size(); ++r)
+      if (row_max(r) > c) c = row_max(r);  // false for NaN: NaN rows stay out of the shared maximum
+    if (!std::isfinite(c)) c = 0;          // every row NaN (or +-inf): nothing to stabilise
     phi = (phi.array() - c).exp() * inverse_sqrt_m();
     return c;
   }
