@@ -1,9 +1,9 @@
 #pragma once
 
 /// \file attnkit/linear/linear_attention.hpp
-/// Kernelized linear attention (seed note 001, section 4): exp(scale q . k) is
-/// replaced by phi(q) . phi(k) for a feature map phi (attnkit/linear/
-/// feature_maps.hpp, positive_random_features.hpp), and the associativity
+/// Kernelized linear attention: exp(scale q . k) is replaced by
+/// phi(q) . phi(k) for a feature map phi (attnkit/linear/feature_maps.hpp,
+/// positive_random_features.hpp), and the associativity
 /// (phi(Q) phi(K)^T) V = phi(Q) (phi(K)^T V) makes the cost linear in n:
 ///
 ///   O_i = phi(q_i)^T S_i / phi(q_i)^T z_i,
