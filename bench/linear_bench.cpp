@@ -11,9 +11,10 @@
 // FAVOR+ features (m in {64, 256}), d = d_v = 64, float, LLM-like workload,
 // n from 1024 to 65536, everything on ONE thread (FlashConfig{1}; Eigen's own
 // GEMM threading is off in this binary), so the ratios compare algorithms,
-// not core counts. Counter: tokens/s. After the runs the binary prints the
-// ratio table from the medians (use --benchmark_repetitions=3) and the
-// crossover length at which the chunked form overtakes flash.
+// not core counts -- plus the chunked form on two threads
+// (LinearAttentionOptions::threads = 2; the scan cannot be split). Counter: tokens/s. After the runs the
+// binary prints the ratio table from the medians (use --benchmark_repetitions=3) and the crossover length at
+// which the chunked form overtakes flash.
 //
 //   build/release/bench/linear_bench --benchmark_repetitions=3
 //   build/release/bench/linear_bench --benchmark_filter='/16384' --benchmark_min_time=0.05
@@ -61,12 +62,14 @@ void set_tokens(benchmark::State& state, Index n) {
       benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void run_chunked(benchmark::State& state, Index n, Index m, Index chunk) {
+void run_chunked(benchmark::State& state, Index n, Index m, Index chunk, int threads) {
   const auto& w = cached_workload<float>(kKind, n, n, kD);
   const auto& map = favor(m);
   AttentionResult<float> r{RowMatrix<float>(n, kD), Vector<float>(n)};
+  LinearAttentionOptions options{Mask::causal(), chunk};
+  options.threads = threads;
   for (auto _ : state) {
-    linear_attention_into(w.q, w.k, w.v, map, r.output, r.lse, {Mask::causal(), chunk});
+    linear_attention_into(w.q, w.k, w.v, map, r.output, r.lse, options);
     benchmark::DoNotOptimize(r.output.data());
     benchmark::ClobberMemory();
   }
@@ -154,7 +157,10 @@ std::string key(const char* method, Index n, Index m) {
 void register_all() {
   for (const Index n : kLengths) {
     for (const Index m : kFeatures) {
-      benchmark::RegisterBenchmark(key("chunked", n, m).c_str(), run_chunked, n, m, Index{64})
+      benchmark::RegisterBenchmark(key("chunked", n, m).c_str(), run_chunked, n, m, Index{64}, 1)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark(key("chunked_2t", n, m).c_str(), run_chunked, n, m, Index{64}, 2)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
       benchmark::RegisterBenchmark(key("scan", n, m).c_str(), run_scan, n, m)
@@ -172,7 +178,7 @@ void register_all() {
   for (const Index m : kFeatures)
     for (const Index c : {16, 32, 64, 128, 256})
       benchmark::RegisterBenchmark((key("chunk_sweep", 16384, m) + "/C:" + std::to_string(c)).c_str(),
-                                   run_chunked, Index{16384}, m, c)
+                                   run_chunked, Index{16384}, m, c, 1)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
 }
@@ -197,23 +203,29 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
   void print_ratios() const {
-    std::printf("\nCausal, d = 64, float, one thread; median real times (ms) when repeated.\n\n");
     std::printf(
-        "| n | m | chunked | scan | scan / chunked | state loop | loop / chunked | flash | flash / chunked "
-        "|\n");
-    std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        "\nCausal, d = 64, float; one thread except 'chunked 2t'; median real times (ms) when repeated.\n\n");
+    std::printf(
+        "| n | m | chunked | chunked 2t | scan | scan / chunked | scan / chunked 2t | state loop | loop / "
+        "chunked | "
+        "flash | flash / chunked |\n");
+    std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const Index m : kFeatures)
       for (const Index n : kLengths) {
         const double* c = find(key("chunked", n, m));
+        const double* c2 = find(key("chunked_2t", n, m));
         const double* s = find(key("scan", n, m));
         const double* f = find(key("flash", n, 0));
         const double* l = find(key("state_loop", n, m));
-        if (!c && !s && !l) continue;
+        if (!c && !s && !l && !c2) continue;
         const auto ms = [](const double* x) { return x ? fmt(*x * 1e3, 2) : std::string("-"); };
-        std::printf(
-            "| %ld | %ld | %s | %s | %s | %s | %s | %s | %s |\n", static_cast<long>(n), static_cast<long>(m),
-            ms(c).c_str(), ms(s).c_str(), c && s ? fmt(*s / *c, 2).c_str() : "-", ms(l).c_str(),
-            c && l ? fmt(*l / *c, 2).c_str() : "-", ms(f).c_str(), c && f ? fmt(*f / *c, 2).c_str() : "-");
+        const auto ratio = [](const double* a, const double* b) {
+          return a && b ? fmt(*a / *b, 2) : std::string("-");
+        };
+        std::printf("| %ld | %ld | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", static_cast<long>(n),
+                    static_cast<long>(m), ms(c).c_str(), ms(c2).c_str(), ms(s).c_str(), ratio(s, c).c_str(),
+                    ratio(s, c2).c_str(), ms(l).c_str(), ratio(l, c).c_str(), ms(f).c_str(),
+                    ratio(f, c).c_str());
       }
     // Crossover: the first measured n where chunked beats flash, interpolated
     // in log n on the log of the time ratio between it and the previous n.

@@ -7,10 +7,12 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "attnkit/detail/parallel.hpp"
 #include "attnkit/linear/feature_maps.hpp"
 #include "attnkit/linear/linear_state.hpp"
 #include "attnkit/linear/positive_random_features.hpp"
@@ -125,7 +127,7 @@ void check_against_oracle(MapKind kind, const RowMatrix<Scalar>& q, const RowMat
       linear_oracle(exact_features(kind, q, maps), exact_features(kind, k, maps), v, o.mask);
   const Index m = kind == MapKind::favor ? maps.favor.features() : q.cols();
   const double e_phi = feature_error(kind, q, k, maps);
-  const double bound = linear_bound<Scalar>(e_phi, m, k.rows(), o.chunk);
+  const double bound = linear_bound<Scalar>(e_phi, m, k.rows(), o.chunk, detail::resolve_threads(o.threads));
   const double max_v = static_cast<double>(v.cwiseAbs().maxCoeff());
   EXPECT_TRUE(near_oracle(got.output, want.out, bound * max_v))
       << name(kind) << " mask " << to_string(o.mask.kind) << " chunk " << o.chunk;
@@ -290,6 +292,54 @@ TYPED_TEST(LinearAttentionTest, NanReachesOnlyTheRowsItEnters) {
   }
 }
 
+// Threads split the keys and queries into ranges whose states are merged:
+// another summation order, so every thread count is checked against the
+// long-double oracle with the same bound (the merges are rescalings the
+// bound's R term counts), not bit for bit against one thread.
+TYPED_TEST(LinearAttentionTest, ThreadsMatchLongDoubleBruteForce) {
+  using Scalar = TypeParam;
+#if defined(ATTNKIT_TEST_EXPECT_OPENMP)
+  EXPECT_TRUE(detail::openmp_enabled());
+#endif
+  const Index d = 8;
+  const Maps<Scalar> maps(d);
+  for (const auto& [n_q, n_k] : {std::pair<Index, Index>{150, 150}, {20, 170}, {3, 120}}) {
+    const RowMatrix<Scalar> q = random_matrix<Scalar>(n_q, d, 31, 0.7),
+                            k = random_matrix<Scalar>(n_k, d, 32, 0.7), v = random_matrix<Scalar>(n_k, 4, 33);
+    for (const int threads : {1, 2, 3, 0})
+      for (const Mask mask :
+           {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal(n_k - n_q - 1)}) {
+        if (mask.offset && *mask.offset < 0) continue;
+        LinearAttentionOptions o{mask, 8};
+        o.threads = threads;
+        check_against_oracle(MapKind::favor, q, k, v, maps, o);
+        check_against_oracle(MapKind::elu, q, k, v, maps, o);
+      }
+  }
+}
+
+// A feature map that throws inside the parallel region: the exception
+// reaches the caller (not std::terminate).
+TYPED_TEST(LinearAttentionTest, MapExceptionsCrossTheThreads) {
+  using Scalar = TypeParam;
+  RowMatrix<Scalar> k = random_matrix<Scalar>(200, 4, 1);
+  const RowMatrix<Scalar> q = random_matrix<Scalar>(200, 4, 2), v = random_matrix<Scalar>(200, 2, 3);
+  k(150, 0) = Scalar(1e6);  // the map rejects this row; rows 0 (the probe) are fine
+  const auto picky = make_feature_map(
+      [](const auto& x) {
+        if ((x.array().abs() > Scalar(1e5)).any())
+          throw std::invalid_argument("picky map: value out of range");
+        return RowMatrix<Scalar>(x.array().square());
+      },
+      4);
+  for (const int threads : {1, 2}) {
+    LinearAttentionOptions o{Mask::causal(), 8};
+    o.threads = threads;
+    EXPECT_TRUE(throws_invalid_argument([&] { linear_attention(q, k, v, picky, o); }, {"picky map"}))
+        << threads;
+  }
+}
+
 TEST(LinearAttentionInput, BadInputThrows) {
   const RowMatrix<double> q = RowMatrix<double>::Ones(3, 4), k = RowMatrix<double>::Ones(5, 4),
                           v = RowMatrix<double>::Ones(5, 2), k3 = RowMatrix<double>::Ones(5, 3),
@@ -326,7 +376,14 @@ TEST(LinearAttentionInput, BadInputThrows) {
   EXPECT_TRUE(throws_invalid_argument([&] { linear_attention(q, k, v, favor6); }, {"d = 4", "d = 6"}));
   const auto wrong = make_feature_map([](const auto& x) { return RowMatrix<double>::Ones(x.rows(), 3); }, 2);
   EXPECT_TRUE(throws_invalid_argument([&] { linear_attention(q, k, v, wrong); },
-                                      {"returned (5 x 3)", "features = 2"}));
+                                      {"returned (1 x 3)", "features = 2"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        LinearAttentionOptions o;
+        o.threads = -1;
+        linear_attention(q, k, v, elu, o);
+      },
+      {"threads = -1"}));
   RowMatrix<double> out(3, 3);
   Vector<double> lse(3);
   EXPECT_TRUE(

@@ -99,14 +99,16 @@ LinearOracle linear_oracle(const RowMatrix<LD>& phi_q, const RowMatrix<LD>& phi_
 /// derivation of attnkit/linear/linear_attention.hpp, "Accuracy"): computed
 /// weights carry a relative error e_w <= 2 e_phi (both features) + 2 u (the
 /// product and its use) + (m + n_k + C + R) u (the m-term feature sums, the
-/// key sums in the state and the intra-chunk block, R rescalings of the state,
-/// at most one per key block), the same for numerator and denominator; a
+/// key sums in the state and the intra-chunk block, R rescalings of the state:
+/// at most one per key block, plus with T threads at most 2 (T - 1) merges of
+/// two roundings each, so R <= n_k / C + 2 + 4 T), the same for numerator and
+/// denominator; a
 /// ratio of sums of non-negative weights then moves by at most
 /// 2 e_w / (1 - e_w) max|v|, and the final division adds u |out| <= u max|v|.
 template <typename Scalar>
-double linear_bound(double e_phi, Index m, Index n_k, Index chunk) {
+double linear_bound(double e_phi, Index m, Index n_k, Index chunk, int threads = 1) {
   const double u = eps<Scalar>() / 2;
-  const double rescales = as_double(n_k / chunk + 2);
+  const double rescales = as_double(n_k / chunk + 2 + 4 * threads);
   const double e_w = 2 * e_phi + (as_double(m + n_k + chunk) + rescales + 2) * u;
   return 2 * e_w / (1 - e_w) + u;
 }

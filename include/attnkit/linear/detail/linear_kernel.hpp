@@ -50,6 +50,21 @@ struct LinearRunningState {
     }
   }
 
+  /// Adds the keys summarised by `other` (disjoint from this state's),
+  /// rescaling the smaller side to the larger log-scale.
+  void merge(const LinearRunningState& other) {
+    if (other.empty) return;
+    if (empty) {
+      *this = other;
+      return;
+    }
+    const Scalar c = std::max(log_scale, other.log_scale);
+    const Scalar fa = std::exp(log_scale - c), fb = std::exp(other.log_scale - c);
+    s = fa * s + fb * other.s;
+    z = fa * z + fb * other.z;
+    log_scale = c;
+  }
+
   /// s += phi_k^T v, z += phi_k^T 1 (phi_k already aligned).
   void absorb(const Eigen::Ref<const RowMatrix<Scalar>>& phi_k,
               const Eigen::Ref<const RowMatrix<Scalar>>& v) {
