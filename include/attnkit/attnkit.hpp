@@ -39,3 +39,16 @@
 #include "attnkit/prune/selection.hpp"
 #include "attnkit/prune/statistics.hpp"
 #include "attnkit/prune/weights.hpp"
+
+// Rotary position encoding (attnkit/similarity/rotary.hpp forwards here).
+#include "attnkit/position/rotary.hpp"
+
+// Kernelized linear attention.
+#include "attnkit/linear/feature_maps.hpp"
+#include "attnkit/linear/linear_attention.hpp"
+#include "attnkit/linear/linear_state.hpp"
+#include "attnkit/linear/positive_random_features.hpp"
+
+// LSH bucketed attention.
+#include "attnkit/sparse/lsh_attention.hpp"
+#include "attnkit/sparse/lsh_hash.hpp"
