@@ -12,7 +12,7 @@
 
 #include "attnkit/detail/random.hpp"
 #include "attnkit/prune/selection.hpp"
-#include "attnkit/similarity/rotary.hpp"
+#include "attnkit/position/rotary.hpp"
 #include "prune_test_util.hpp"
 
 namespace attnkit {

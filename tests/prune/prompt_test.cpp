@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "attnkit/similarity/rotary.hpp"
+#include "attnkit/position/rotary.hpp"
 #include "prune_test_util.hpp"
 
 namespace attnkit {

@@ -72,8 +72,8 @@ class KVCache {
   ///         unchanged then.
   void reserve(Index rows) {
     if (rows <= capacity_) return;
-    const Index nk = detail::checked_product("KVCache: capacity x d", rows, d_);
-    const Index nv = detail::checked_product("KVCache: capacity x d_v", rows, d_v_);
+    const Index nk = detail::checked_product("KVCache", "capacity x d", rows, d_);
+    const Index nv = detail::checked_product("KVCache", "capacity x d_v", rows, d_v_);
     std::vector<Storage, Eigen::aligned_allocator<Storage>> k(static_cast<std::size_t>(nk));
     std::vector<Storage, Eigen::aligned_allocator<Storage>> v(static_cast<std::size_t>(nv));
     if (size_ > 0) {

@@ -4,6 +4,7 @@
 /// Always-on argument checks: build a message naming the argument and the
 /// shapes, throw std::invalid_argument. Internal invariants use assert().
 
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -48,13 +49,13 @@ void require_same_shape(const char* where, const char* name_a, const Eigen::Eige
     fail(where, ": ", name_a, ' ', shape(a), " and ", name_b, ' ', shape(b), " must have the same shape");
 }
 
-/// a * b for non-negative sizes, or an std::invalid_argument naming `what`
-/// when the product does not fit an Index.
-inline Eigen::Index checked_product(const char* what, Eigen::Index a, Eigen::Index b) {
-  Eigen::Index r = 0;
-  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
-    fail(what, ": the size ", a, " x ", b, " overflows a 64-bit index");
-  return r;
+/// a * b for non-negative a, b, or std::invalid_argument naming `where`, `what`
+/// (e.g. "n_k x m") and both factors when the product does not fit in an index.
+inline Eigen::Index checked_product(const char* where, const char* what, Eigen::Index a, Eigen::Index b) {
+  if (a < 0 || b < 0) fail(where, ": ", what, " = ", a, " x ", b, " has a negative factor");
+  if (a != 0 && b > std::numeric_limits<Eigen::Index>::max() / a)
+    fail(where, ": ", what, " = ", a, " x ", b, " overflows a 64-bit index");
+  return a * b;
 }
 
 }  // namespace attnkit::detail

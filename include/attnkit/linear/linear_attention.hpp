@@ -82,7 +82,7 @@
 
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/core/mask.hpp"
-#include "attnkit/detail/checked_size.hpp"
+#include "attnkit/detail/check.hpp"
 #include "attnkit/detail/parallel.hpp"
 #include "attnkit/linear/detail/linear_kernel.hpp"
 

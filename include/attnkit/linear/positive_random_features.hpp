@@ -53,7 +53,7 @@
 
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
-#include "attnkit/detail/checked_size.hpp"
+#include "attnkit/detail/check.hpp"
 #include "attnkit/detail/random.hpp"
 
 namespace attnkit {

@@ -22,7 +22,7 @@
 #include <string>
 #include <string_view>
 
-#include "attnkit/similarity/rotary.hpp"
+#include "attnkit/position/rotary.hpp"
 
 namespace attnkit {
 

@@ -18,7 +18,7 @@
 
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
-#include "attnkit/similarity/rotary.hpp"
+#include "attnkit/position/rotary.hpp"
 
 namespace attnkit {
 
@@ -100,7 +100,7 @@ class DimSelection {
 /// Options shared by every selector.
 struct SelectOptions {
   /// Keep rotary pairs together: both dimensions of each pair (in this layout,
-  /// attnkit/similarity/rotary.hpp) are kept or dropped together. The kept
+  /// attnkit/position/rotary.hpp) are kept or dropped together. The kept
   /// count is then rounded down to even (floor(D'/2) pairs; at least one).
   /// std::nullopt (default): dimensions are independent.
   std::optional<RotaryLayout> rope_pairs{};

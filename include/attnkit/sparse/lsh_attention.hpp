@@ -76,7 +76,7 @@
 #include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/core/mask.hpp"
-#include "attnkit/detail/checked_size.hpp"
+#include "attnkit/detail/check.hpp"
 #include "attnkit/sparse/lsh_hash.hpp"
 
 namespace attnkit {

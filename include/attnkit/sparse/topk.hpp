@@ -239,7 +239,7 @@ void topk_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::M
          ", block_k = ", config.block_k, " must be >= 0 (0 = automatic), threads <= ", flash_max_threads);
   policy.check(where, pb, options);
   const Index kk = std::min(topk.k, pb.n_k);
-  checked_product("topk_attention: block_q x k", flash_max_block_q, kk);
+  checked_product("topk_attention", "block_q x k", flash_max_block_q, kk);
   const Eigen::Ref<const RowMatrix<SQ>> qr(q);
   const Eigen::Ref<const RowMatrix<SK>> kr(k);
   const Eigen::Ref<const RowMatrix<SV>> vr(v);

@@ -24,7 +24,7 @@
 
 #include "attnkit/detail/check.hpp"
 #include "attnkit/detail/random.hpp"
-#include "attnkit/similarity/rotary.hpp"
+#include "attnkit/position/rotary.hpp"
 #include "attnkit/workload/synthetic.hpp"
 
 namespace attnkit {
@@ -51,8 +51,8 @@ GroupedWorkload<Scalar> make_grouped_workload(WorkloadKind kind, const WorkloadS
     detail::fail(where, ": d = ", shape.d, " must be even to turn pairs of dimensions");
   const Index group = q_heads / kv_heads, n_q = shape.n_q, n_k = shape.n_k, d = shape.d;
   GroupedWorkload<Scalar> g{q_heads, kv_heads,
-                            {RowMatrix<Scalar>(detail::checked_product(where, q_heads, n_q), d),
-                             RowMatrix<Scalar>(detail::checked_product(where, kv_heads, n_k), d),
+                            {RowMatrix<Scalar>(detail::checked_product(where, "q_heads x n_q", q_heads, n_q), d),
+                             RowMatrix<Scalar>(detail::checked_product(where, "kv_heads x n_k", kv_heads, n_k), d),
                              RowMatrix<Scalar>(kv_heads * n_k, shape.d_v)}};
   const RotaryLayout layout = RotaryOptions{}.layout;
   for (Index kv = 0; kv < kv_heads; ++kv) {

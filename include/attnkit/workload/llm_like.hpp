@@ -21,7 +21,7 @@
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
 #include "attnkit/detail/random.hpp"
-#include "attnkit/similarity/rotary.hpp"
+#include "attnkit/position/rotary.hpp"
 #include "attnkit/workload/workload.hpp"
 
 namespace attnkit {

@@ -81,7 +81,7 @@ void flash_run(const std::vector<FlashHead<In>>& heads, const std::vector<KeyRan
   const In& in0 = heads[0].in;
   const Index n_q = in0.n_q, d_v = in0.d_v;
   const Index blocks = (n_q + block_q - 1) / block_q;
-  const Index head_blocks = checked_product("flash_attention: heads x query blocks", n_heads, blocks);
+  const Index head_blocks = checked_product("flash_attention", "heads x query blocks", n_heads, blocks);
   Index keys = 0;
   for (const KeyRange& r : ranges)
     keys += r.size();
@@ -97,11 +97,11 @@ void flash_run(const std::vector<FlashHead<In>>& heads, const std::vector<KeyRan
   const int team = static_cast<int>(std::min<Index>(threads, items));
 
   // Partial results of key chunks 1.. (chunk 0 writes straight into out).
-  const Index head_out = checked_product("flash_attention: n_q x d_v", n_q, d_v);
-  const Index parts = checked_product("flash_attention: key chunks x heads", splits - 1, n_heads);
+  const Index head_out = checked_product("flash_attention", "n_q x d_v", n_q, d_v);
+  const Index parts = checked_product("flash_attention", "key chunks x heads", splits - 1, n_heads);
   std::vector<C, Eigen::aligned_allocator<C>> part_o(
-      static_cast<std::size_t>(checked_product("flash_attention: partial outputs", parts, head_out)));
-  std::vector<C> part_lse(static_cast<std::size_t>(checked_product("flash_attention: partial lse", parts, n_q)));
+      static_cast<std::size_t>(checked_product("flash_attention", "partial outputs", parts, head_out)));
+  std::vector<C> part_lse(static_cast<std::size_t>(checked_product("flash_attention", "partial lse", parts, n_q)));
   std::vector<FlashWorkspace<C>> workspaces(static_cast<std::size_t>(team));
   std::vector<std::vector<KeyRange>> segments(static_cast<std::size_t>(team));
   for (std::size_t t = 0; t < workspaces.size(); ++t) {

@@ -13,7 +13,7 @@
 
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
-#include "attnkit/detail/checked_size.hpp"
+#include "attnkit/detail/check.hpp"
 
 namespace attnkit::detail {
 

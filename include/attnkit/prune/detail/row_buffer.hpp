@@ -57,7 +57,7 @@ class RowBuffer {
  private:
   void reserve(Index rows) {
     if (rows <= data_.rows()) return;
-    checked_product("PrunedKeyCache: rows x columns", rows, cols());
+    checked_product("PrunedKeyCache", "rows x columns", rows, cols());
     const Index cap = std::max<Index>({rows, data_.rows() > (Index(1) << 61) ? rows : 2 * data_.rows(), 16});
     data_.conservativeResize(cap, Eigen::NoChange);
   }

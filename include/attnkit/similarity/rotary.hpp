@@ -1,1 +1,0 @@
-#include "attnkit/position/rotary.hpp"  // rotary position encoding moved to attnkit/position/
