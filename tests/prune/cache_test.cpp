@@ -11,8 +11,8 @@
 #include <cmath>
 #include <vector>
 
-#include <Eigen/Eigenvalues>
 #include <gtest/gtest.h>
+#include <Eigen/Eigenvalues>
 
 #include "attention/flash_bounds.hpp"
 #include "attnkit/attention/reference.hpp"
@@ -39,14 +39,16 @@ test::flash_bounds::Bound cache_bound(const PrunedKeyCache<Scalar>& cache, const
   const RowMatrix<double> m = comp.coefficients.template cast<double>();
   const Eigen::VectorXd offset = comp.offset.template cast<double>();
   const RowMatrix<double> abs_logits =
-      test::pruned_abs_logits(q, keys, cache.selection(), cache.compressed_size(), cache.kept_scale(), m, offset,
-                              1.0 / std::sqrt(static_cast<double>(q.cols())));
-  return test::pruned_attention_bound<Scalar>(abs_logits, v.template cast<double>().cwiseAbs().maxCoeff(), q.cols());
+      test::pruned_abs_logits(q, keys, cache.selection(), cache.compressed_size(), cache.kept_scale(), m,
+                              offset, 1.0 / std::sqrt(static_cast<double>(q.cols())));
+  return test::pruned_attention_bound<Scalar>(abs_logits, v.template cast<double>().cwiseAbs().maxCoeff(),
+                                              q.cols());
 }
 
 template <typename Scalar>
-::testing::AssertionResult within_cache_bound(const AttentionResult<Scalar>& got, const RowMatrix<LD>& want_output,
-                                              const Vector<LD>& want_lse, const test::flash_bounds::Bound& b) {
+::testing::AssertionResult within_cache_bound(const AttentionResult<Scalar>& got,
+                                              const RowMatrix<LD>& want_output, const Vector<LD>& want_lse,
+                                              const test::flash_bounds::Bound& b) {
   return test::within_row_bound(got.output, &got.lse, want_output, &want_lse, b);
 }
 
@@ -74,10 +76,11 @@ TYPED_TEST(PrunedCacheTest, NothingPrunedEqualsReference) {
           const AttentionOptions ao{mask, {}};
           const MaskLayout layout = resolve_mask(mask, q.rows(), k.rows());
           const test::NaiveResult want = test::naive_attention(
-              q, k, v, test::NaiveMask{mask.kind, layout.offset(), mask.window, mask.sinks}, 1.0 / std::sqrt(8.0));
+              q, k, v, test::NaiveMask{mask.kind, layout.offset(), mask.window, mask.sinks},
+              1.0 / std::sqrt(8.0));
           for (const int threads : {1, 2})
-            EXPECT_TRUE(within_cache_bound(cache.attention(q, v, ao, FlashConfig{threads}), want.output, want.lse,
-                                           bound))
+            EXPECT_TRUE(within_cache_bound(cache.attention(q, v, ao, FlashConfig{threads}), want.output,
+                                           want.lse, bound))
                 << to_string(comp) << " recent " << recent << " mask " << to_string(mask.kind) << " threads "
                 << threads;
         }
@@ -128,20 +131,20 @@ TYPED_TEST(PrunedCacheTest, PrunedAttentionMatchesEffectiveKeys) {
       EXPECT_EQ(cache.kept_scale(), scale_correction ? std::sqrt(10.0 / 4.0) : 1.0);
       const RowMatrix<LD> eff = effective_keys(cache, k);
       const LD scale = 1 / std::sqrt(LD(d));
-      const test::NaiveResult want = test::naive_attention(
-          q.template cast<LD>(), eff, v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n - q.rows()},
-          static_cast<double>(scale));
+      const test::NaiveResult want =
+          test::naive_attention(q.template cast<LD>(), eff, v.template cast<LD>(),
+                                test::NaiveMask{MaskKind::causal, n - q.rows()}, static_cast<double>(scale));
       const double max_logit = static_cast<double>(want.logits.cwiseAbs().maxCoeff());
       for (const int threads : {1, 2})
         EXPECT_TRUE(within_cache_bound(cache.attention(q, v, {Mask::causal(), {}}, FlashConfig{threads}),
                                        want.output, want.lse, cache_bound(cache, q, k, v)))
             << to_string(comp) << " threads " << threads;
       // Decode: the last query alone (the decode kernel on wide builds).
-      const test::NaiveResult last = test::naive_attention(
-          q.bottomRows(1).template cast<LD>(), eff, v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n - 1},
-          static_cast<double>(scale));
-      EXPECT_TRUE(within_cache_bound(cache.attention(q.bottomRows(1), v, {Mask::causal(), {}}), last.output, last.lse,
-                                     cache_bound(cache, RowMatrix<Scalar>(q.bottomRows(1)), k, v)))
+      const test::NaiveResult last =
+          test::naive_attention(q.bottomRows(1).template cast<LD>(), eff, v.template cast<LD>(),
+                                test::NaiveMask{MaskKind::causal, n - 1}, static_cast<double>(scale));
+      EXPECT_TRUE(within_cache_bound(cache.attention(q.bottomRows(1), v, {Mask::causal(), {}}), last.output,
+                                     last.lse, cache_bound(cache, RowMatrix<Scalar>(q.bottomRows(1)), k, v)))
           << to_string(comp) << " decode";
       // Logits, no mask: one rounding to Scalar plus the wide error of the sums.
       EXPECT_TRUE(test::entries_near(
@@ -285,7 +288,8 @@ TYPED_TEST(PrunedCacheTest, RefitScheduleFollowsGrowth) {
   Eigen::MatrixXd saa(sel.kept_count(), sel.kept_count());
   for (Index a = 0; a < sel.kept_count(); ++a)
     for (Index b = 0; b < sel.kept_count(); ++b)
-      saa(a, b) = static_cast<double>(scatter(sel.kept()[static_cast<std::size_t>(a)], sel.kept()[static_cast<std::size_t>(b)]));
+      saa(a, b) = static_cast<double>(
+          scatter(sel.kept()[static_cast<std::size_t>(a)], sel.kept()[static_cast<std::size_t>(b)]));
   saa.diagonal().array() += 1e-6 * static_cast<double>(scatter.trace()) / static_cast<double>(d);
   const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(saa).eigenvalues();
   const double kappa = ev.maxCoeff() / ev.minCoeff();
@@ -294,8 +298,9 @@ TYPED_TEST(PrunedCacheTest, RefitScheduleFollowsGrowth) {
   const double omax = std::max(1.0, want.offset.template cast<double>().cwiseAbs().maxCoeff());
   EXPECT_TRUE(test::entries_near(cache.compensation().coefficients, want.coefficients, test::eps<Scalar>(),
                                  2 * kappa * 20 * eps_d * cmax));
-  EXPECT_TRUE(test::entries_near(cache.compensation().offset, want.offset, test::eps<Scalar>(),
-                                 2 * kappa * 20 * eps_d * (omax + cmax * static_cast<double>(mean.cwiseAbs().maxCoeff()))));
+  EXPECT_TRUE(test::entries_near(
+      cache.compensation().offset, want.offset, test::eps<Scalar>(),
+      2 * kappa * 20 * eps_d * (omax + cmax * static_cast<double>(mean.cwiseAbs().maxCoeff()))));
   cache.append(k.middleRows(24, 3));
   cache.refit();
   EXPECT_EQ(cache.fitted_count(), 23);

@@ -11,8 +11,8 @@
 #include <gtest/gtest.h>
 
 #include "attnkit/detail/random.hpp"
-#include "attnkit/prune/selection.hpp"
 #include "attnkit/position/rotary.hpp"
+#include "attnkit/prune/selection.hpp"
 #include "prune_test_util.hpp"
 
 namespace attnkit {

@@ -5,11 +5,15 @@
 
 #include "attnkit/prune/prompt.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <Eigen/Eigenvalues>
 
 #include "attnkit/position/rotary.hpp"
 #include "prune_test_util.hpp"
@@ -46,6 +50,162 @@ DimSelection expected_selection(const RowMatrix<double>& w, const RowMatrix<doub
     default:
       ADD_FAILURE() << "selector not covered by this test";
       return DimSelection(w.rows(), {0});
+  }
+}
+
+// An oracle independent of the library's weight, selector and fit code:
+// everything recomputed by loops in long double on a small prompt. Gram
+// weights W_ij = (sum_t q_ti q_tj)(sum_m k_mi k_mj) over every prompt key; the
+// optimal selector by enumerating all C(6, 3) dropped sets; ThinK (top-k) by
+// the diagonal; the mean compensation as column means of the compressed keys;
+// the regression's M = S_BA S_AA^-1 by Gaussian elimination.
+TYPED_TEST(PromptTest, MatchesABruteForceOracleOnASmallPrompt) {
+  using Scalar = TypeParam;
+  using test::LD;
+  const Index d = 6, n0 = 40, w = 5, r = 8, n_c = n0 - r, kept = 3;
+  const RowMatrix<Scalar> k = test::correlated_rows<Scalar>(n0, d, 31, 2.0);
+  const RowMatrix<Scalar> qw = test::correlated_rows<Scalar>(w, d, 32, 1.0);
+  RowMatrix<LD> wm(d, d);
+  for (Index i = 0; i < d; ++i)
+    for (Index j = 0; j < d; ++j) {
+      LD gq = 0, gk = 0;
+      for (Index t = 0; t < w; ++t)
+        gq += static_cast<LD>(qw(t, i)) * static_cast<LD>(qw(t, j));
+      for (Index m = 0; m < n0; ++m)
+        gk += static_cast<LD>(k(m, i)) * static_cast<LD>(k(m, j));
+      wm(i, j) = gq * gk;
+    }
+  // All 20 dropped sets; the best and the runner-up (a unique optimum).
+  LD best = std::numeric_limits<LD>::infinity(), second = best;
+  std::vector<Index> best_drop;
+  for (Index a = 0; a < d; ++a)
+    for (Index b = a + 1; b < d; ++b)
+      for (Index c = b + 1; c < d; ++c) {
+        const Index drop[3] = {a, b, c};
+        LD f = 0;
+        for (const Index i : drop)
+          for (const Index j : drop)
+            f += wm(i, j);
+        if (f < best) {
+          second = best;
+          best = f;
+          best_drop = {a, b, c};
+        } else if (f < second) {
+          second = f;
+        }
+      }
+  // The weights' double rounding (merged statistics, ~ (w + 2 n0) eps_d
+  // relative) must not be able to swap the two best sets.
+  ASSERT_GT(static_cast<double>((second - best) / best), 1e-9);
+  std::vector<Index> best_keep;
+  for (Index i = 0; i < d; ++i)
+    if (std::find(best_drop.begin(), best_drop.end(), i) == best_drop.end()) best_keep.push_back(i);
+  // ThinK: the three largest diagonal entries.
+  std::vector<Index> order(static_cast<std::size_t>(d));
+  std::iota(order.begin(), order.end(), Index(0));
+  std::stable_sort(order.begin(), order.end(), [&](Index x, Index y) { return wm(x, x) > wm(y, y); });
+  std::vector<Index> think(order.begin(), order.begin() + kept);
+  std::sort(think.begin(), think.end());
+
+  PruneOptions o;
+  o.ratio = 0.5;
+  o.recent = r;
+  o.config.selector = PruneSelector::optimal;
+  o.config.compensation = PruneCompensation::regression;
+  const PrunedPrompt<Scalar> optimal = prune_prompt(qw, k, o);
+  EXPECT_EQ(optimal.cache.selection(), DimSelection(d, best_keep));
+  o.config.selector = PruneSelector::topk;
+  o.config.compensation = PruneCompensation::mean;
+  const PrunedPrompt<Scalar> topk = prune_prompt(qw, k, o);
+  EXPECT_EQ(topk.cache.selection(), DimSelection(d, think));
+
+  // Mean compensation: the dropped columns' means over the compressed keys
+  // (n_c-term double sums, then rounded to Scalar).
+  const DimSelection& ts = topk.cache.selection();
+  for (Index t = 0; t < ts.dropped_count(); ++t) {
+    const Index b = ts.dropped()[static_cast<std::size_t>(t)];
+    LD mu = 0, amax = 0;
+    for (Index m = 0; m < n_c; ++m) {
+      mu += static_cast<LD>(k(m, b));
+      amax = std::max(amax, std::fabs(static_cast<LD>(k(m, b))));
+    }
+    mu /= n_c;
+    EXPECT_NEAR(static_cast<double>(topk.cache.compensation().offset(t)), static_cast<double>(mu),
+                0.5 * test::eps<Scalar>() * std::fabs(static_cast<double>(mu)) +
+                    n_c * test::eps<double>() * static_cast<double>(amax));
+  }
+  // Regression: M = S_BA S_AA^-1 + ridge, S the centred scatter of the
+  // compressed keys, by Gaussian elimination with partial pivoting in long
+  // double on the kept set of the optimal run.
+  const DimSelection& os = optimal.cache.selection();
+  std::vector<LD> mean(static_cast<std::size_t>(d), 0);
+  for (Index c = 0; c < d; ++c) {
+    for (Index m = 0; m < n_c; ++m)
+      mean[static_cast<std::size_t>(c)] += static_cast<LD>(k(m, c));
+    mean[static_cast<std::size_t>(c)] /= n_c;
+  }
+  const auto scatter = [&](Index i, Index j) {
+    LD s = 0;
+    for (Index m = 0; m < n_c; ++m)
+      s += (static_cast<LD>(k(m, i)) - mean[static_cast<std::size_t>(i)]) *
+           (static_cast<LD>(k(m, j)) - mean[static_cast<std::size_t>(j)]);
+    return s;
+  };
+  LD trace = 0;
+  for (Index c = 0; c < d; ++c)
+    trace += scatter(c, c);
+  const LD rho = LD(1e-6) * trace / d;  // the documented default ridge, relative to tr(S) / D
+  const Index na = os.kept_count(), nb = os.dropped_count();
+  // kappa = cond(S_AA + rho I), which bounds how much the library's double
+  // solve can amplify the double rounding of the scatter (n_c eps_d relative).
+  Eigen::MatrixXd saa(na, na);
+  for (Index i = 0; i < na; ++i)
+    for (Index j = 0; j < na; ++j)
+      saa(i, j) = static_cast<double>(
+          scatter(os.kept()[static_cast<std::size_t>(i)], os.kept()[static_cast<std::size_t>(j)]) +
+          (i == j ? rho : 0));
+  const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(saa).eigenvalues();
+  const double kappa = ev.maxCoeff() / ev.minCoeff();
+  for (Index t = 0; t < nb; ++t) {
+    // Solve S_AA m = S_A,b for row t of M (S_AA symmetric).
+    std::vector<std::vector<LD>> a(static_cast<std::size_t>(na),
+                                   std::vector<LD>(static_cast<std::size_t>(na + 1)));
+    for (Index i = 0; i < na; ++i) {
+      for (Index j = 0; j < na; ++j)
+        a[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] =
+            scatter(os.kept()[static_cast<std::size_t>(i)], os.kept()[static_cast<std::size_t>(j)]) +
+            (i == j ? rho : 0);
+      a[static_cast<std::size_t>(i)][static_cast<std::size_t>(na)] =
+          scatter(os.kept()[static_cast<std::size_t>(i)], os.dropped()[static_cast<std::size_t>(t)]);
+    }
+    for (Index c = 0; c < na; ++c) {
+      Index piv = c;
+      for (Index i = c + 1; i < na; ++i)
+        if (std::fabs(a[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)]) >
+            std::fabs(a[static_cast<std::size_t>(piv)][static_cast<std::size_t>(c)]))
+          piv = i;
+      std::swap(a[static_cast<std::size_t>(c)], a[static_cast<std::size_t>(piv)]);
+      for (Index i = 0; i < na; ++i) {
+        if (i == c) continue;
+        const LD f = a[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)] /
+                     a[static_cast<std::size_t>(c)][static_cast<std::size_t>(c)];
+        for (Index j = c; j <= na; ++j)
+          a[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] -=
+              f * a[static_cast<std::size_t>(c)][static_cast<std::size_t>(j)];
+      }
+    }
+    for (Index i = 0; i < na; ++i) {
+      const LD m_ti = a[static_cast<std::size_t>(i)][static_cast<std::size_t>(na)] /
+                      a[static_cast<std::size_t>(i)][static_cast<std::size_t>(i)];
+      // The library solves the same system in double (relative error at most
+      // 2 kappa n_c eps_d of max(|M|, 1)) and rounds to Scalar (eps_S / 2 |M|).
+      const double got = static_cast<double>(optimal.cache.compensation().coefficients(t, i));
+      EXPECT_NEAR(
+          got, static_cast<double>(m_ti),
+          0.5 * test::eps<Scalar>() * std::fabs(static_cast<double>(m_ti)) +
+              2 * kappa * n_c * test::eps<double>() * std::max(1.0, std::fabs(static_cast<double>(m_ti))))
+          << "M(" << t << ", " << i << ")";
+    }
   }
 }
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Eigenvalues>
 #include <gtest/gtest.h>
+#include <Eigen/Eigenvalues>
 
 #include "attnkit/detail/wider.hpp"
 #include "attnkit/workload/synthetic.hpp"
@@ -121,10 +121,11 @@ TYPED_TEST(ProtocolTest, MatchesIndependentEvaluation) {
     }
     const LD scale = 1 / std::sqrt(LD(d));
     const RowMatrix<LD> qj = wl.q.bottomRows(n - n0).template cast<LD>();
-    const test::NaiveResult approx =
-        test::naive_attention(qj, eff, wl.v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n0}, static_cast<double>(scale));
+    const test::NaiveResult approx = test::naive_attention(
+        qj, eff, wl.v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n0}, static_cast<double>(scale));
     const test::NaiveResult exact =
-        test::naive_attention(qj, wl.k.template cast<LD>(), wl.v.template cast<LD>(), test::NaiveMask{MaskKind::causal, n0}, static_cast<double>(scale));
+        test::naive_attention(qj, wl.k.template cast<LD>(), wl.v.template cast<LD>(),
+                              test::NaiveMask{MaskKind::causal, n0}, static_cast<double>(scale));
     const double vmax = wl.v.template cast<double>().cwiseAbs().maxCoeff();
     const double u = 0.5 * test::eps<Scalar>(), eps_d = std::numeric_limits<double>::epsilon();
     const double eps_w = static_cast<double>(std::numeric_limits<Wide>::epsilon());
@@ -137,10 +138,11 @@ TYPED_TEST(ProtocolTest, MatchesIndependentEvaluation) {
     Eigen::MatrixXd saa_d = saa.template cast<double>();
     const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(saa_d).eigenvalues();
     const double kappa = ev.maxCoeff() / std::max(ev.minCoeff(), std::numeric_limits<double>::min());
-    const double extra = config.compensation == PruneCompensation::none ? 0.0 : 1 + 2 * kappa * n_c * eps_d / u;
-    const RowMatrix<double> m_d =
-        config.compensation == PruneCompensation::regression ? RowMatrix<double>(m.template cast<double>())
-                                                             : RowMatrix<double>();
+    const double extra =
+        config.compensation == PruneCompensation::none ? 0.0 : 1 + 2 * kappa * n_c * eps_d / u;
+    const RowMatrix<double> m_d = config.compensation == PruneCompensation::regression
+                                      ? RowMatrix<double>(m.template cast<double>())
+                                      : RowMatrix<double>();
     Eigen::VectorXd offset_d;
     if (config.compensation != PruneCompensation::none) {
       offset_d.resize(nb);
@@ -152,8 +154,8 @@ TYPED_TEST(ProtocolTest, MatchesIndependentEvaluation) {
       }
     }
     const RowMatrix<Scalar> qs = wl.q.bottomRows(n - n0);
-    const RowMatrix<double> abs_logits =
-        test::pruned_abs_logits(qs, wl.k, s, n_c, static_cast<double>(c), m_d, offset_d, static_cast<double>(scale));
+    const RowMatrix<double> abs_logits = test::pruned_abs_logits(qs, wl.k, s, n_c, static_cast<double>(c),
+                                                                 m_d, offset_d, static_cast<double>(scale));
     const auto bound = test::pruned_attention_bound<Scalar>(abs_logits, vmax, d, extra);
     EXPECT_TRUE(test::within_row_bound<Scalar>(res.output, nullptr, approx.output, nullptr, bound))
         << to_string(config);
@@ -237,11 +239,12 @@ TYPED_TEST(ProtocolTest, NothingPrunedIsExact) {
     // against the reference is at most the kernel's bound plus the
     // reference's rounding (u max|v|), in Frobenius norm over ||O||.
     const RowMatrix<Scalar> qs = wl.q.bottomRows(30);
-    const RowMatrix<double> abs_logits = test::pruned_abs_logits(qs, wl.k, res.selection, 0, 1.0, RowMatrix<double>(),
-                                                                 Eigen::VectorXd(), 1.0 / std::sqrt(8.0));
+    const RowMatrix<double> abs_logits = test::pruned_abs_logits(
+        qs, wl.k, res.selection, 0, 1.0, RowMatrix<double>(), Eigen::VectorXd(), 1.0 / std::sqrt(8.0));
     const double vmax = wl.v.template cast<double>().cwiseAbs().maxCoeff();
     const auto bound = test::pruned_attention_bound<Scalar>(abs_logits, vmax, d);
-    const double frob = std::sqrt(static_cast<double>(d) * (bound.output.array() + 0.5 * test::eps<Scalar>() * vmax).square().sum());
+    const double frob = std::sqrt(static_cast<double>(d) *
+                                  (bound.output.array() + 0.5 * test::eps<Scalar>() * vmax).square().sum());
     EXPECT_LE(res.output_error, frob / res.exact.template cast<double>().norm());
     EXPECT_EQ(res.objective, 0.0);
   }
@@ -281,15 +284,15 @@ TYPED_TEST(ProtocolTest, CompressNewKeysTokenByToken) {
     for (Index j = 0; j < t + 1 - r; ++j)
       for (const Index b : res.selection.dropped())
         eff(j, b) = 0;
-    const test::NaiveResult want =
-        test::naive_attention(wl.q.middleRows(t, 1).template cast<LD>(), eff,
-                              wl.v.topRows(t + 1).template cast<LD>(), test::NaiveMask{}, static_cast<double>(scale));
+    const test::NaiveResult want = test::naive_attention(wl.q.middleRows(t, 1).template cast<LD>(), eff,
+                                                         wl.v.topRows(t + 1).template cast<LD>(),
+                                                         test::NaiveMask{}, static_cast<double>(scale));
     // The kernel's bound on the effective logits (no compensation).
     const RowMatrix<Scalar> qt = wl.q.middleRows(t, 1);
     const RowMatrix<Scalar> kt = wl.k.topRows(t + 1);
-    const RowMatrix<double> abs_logits = test::pruned_abs_logits(qt, kt, res.selection, t + 1 - r, 1.0,
-                                                                 RowMatrix<double>(), Eigen::VectorXd(),
-                                                                 static_cast<double>(scale));
+    const RowMatrix<double> abs_logits =
+        test::pruned_abs_logits(qt, kt, res.selection, t + 1 - r, 1.0, RowMatrix<double>(), Eigen::VectorXd(),
+                                static_cast<double>(scale));
     const auto bound = test::pruned_attention_bound<Scalar>(
         abs_logits, wl.v.topRows(t + 1).template cast<double>().cwiseAbs().maxCoeff(), d);
     const RowMatrix<Scalar> got = res.output.row(t - n0);
@@ -309,7 +312,8 @@ TYPED_TEST(ProtocolTest, SharedSelectionIsThinkOverTheGroup) {
   const Workload<Scalar> wl = make_llm_like_workload<Scalar>({n, n, d, d}, 15);
   RowMatrix<Scalar> q(heads * n, d);
   for (Index h = 0; h < heads; ++h)
-    q.middleRows(h * n, n) = make_llm_like_workload<Scalar>({n, n, d, d}, 16 + static_cast<std::uint64_t>(h)).q;
+    q.middleRows(h * n, n) =
+        make_llm_like_workload<Scalar>({n, n, d, d}, 16 + static_cast<std::uint64_t>(h)).q;
   PruneProtocolOptions o;
   o.prompt = n0;
   o.window = w;
@@ -339,14 +343,15 @@ TYPED_TEST(ProtocolTest, SharedSelectionIsThinkOverTheGroup) {
       for (const Index b : want.dropped())
         eff(j, b) = 0;
     const RowMatrix<Scalar> qh = q.middleRows(h * n + n0, n - n0);
-    const test::NaiveResult naive = test::naive_attention(qh.template cast<LD>(), eff, wl.v.template cast<LD>(),
-                                                          test::NaiveMask{MaskKind::causal, n0},
-                                                          static_cast<double>(scale));
-    const RowMatrix<double> abs_logits = test::pruned_abs_logits(qh, wl.k, want, n_c, 1.0, RowMatrix<double>(),
-                                                                 Eigen::VectorXd(), static_cast<double>(scale));
-    const auto bound =
-        test::pruned_attention_bound<Scalar>(abs_logits, wl.v.template cast<double>().cwiseAbs().maxCoeff(), d);
-    EXPECT_TRUE(test::within_row_bound<Scalar>(r.output, nullptr, naive.output, nullptr, bound)) << "head " << h;
+    const test::NaiveResult naive =
+        test::naive_attention(qh.template cast<LD>(), eff, wl.v.template cast<LD>(),
+                              test::NaiveMask{MaskKind::causal, n0}, static_cast<double>(scale));
+    const RowMatrix<double> abs_logits = test::pruned_abs_logits(
+        qh, wl.k, want, n_c, 1.0, RowMatrix<double>(), Eigen::VectorXd(), static_cast<double>(scale));
+    const auto bound = test::pruned_attention_bound<Scalar>(
+        abs_logits, wl.v.template cast<double>().cwiseAbs().maxCoeff(), d);
+    EXPECT_TRUE(test::within_row_bound<Scalar>(r.output, nullptr, naive.output, nullptr, bound))
+        << "head " << h;
     EXPECT_EQ(r.memory.total_bytes(), res[0].memory.total_bytes());
   }
   // One head alone: the single-head protocol, bit for bit.
@@ -354,8 +359,9 @@ TYPED_TEST(ProtocolTest, SharedSelectionIsThinkOverTheGroup) {
   const auto single = run_prune_protocol(q.topRows(n), wl.k, wl.v, o);
   EXPECT_EQ(one[0].selection, single.selection);
   EXPECT_EQ(one[0].output, single.output);
-  EXPECT_TRUE(throws_invalid_argument([&] { run_prune_protocol_shared(q.topRows(2 * n + 1), 2, wl.k, wl.v, o); },
-                                      {"run_prune_protocol_shared", "heads = 2"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { run_prune_protocol_shared(q.topRows(2 * n + 1), 2, wl.k, wl.v, o); },
+                              {"run_prune_protocol_shared", "heads = 2"}));
 }
 
 TYPED_TEST(ProtocolTest, BadInputThrows) {

@@ -9,15 +9,14 @@
 #include <limits>
 #include <vector>
 
+#include "attention/flash_bounds.hpp"
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/random.hpp"
 #include "attnkit/prune/selection.hpp"
-#include "attention/flash_bounds.hpp"
 #include "naive_attention.hpp"
 #include "test_util.hpp"
 
 namespace attnkit::test {
-
 
 /// (rows x d) Gaussian rows with correlated columns of unequal scale and a
 /// common mean: x = mean + z L, L (d x d) random with column scales spread
@@ -114,10 +113,11 @@ RowMatrix<LD> gram_ld(const RowMatrix<Scalar>& x, bool centre) {
 /// for a window key scale sum_c |q_c k_jc|. `m` is (|B| x |A|) or empty (no
 /// regression), `offset` (|B|) or empty (no compensation).
 template <typename Scalar>
-RowMatrix<double> pruned_abs_logits(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& keys, const DimSelection& s,
-                                    Index n_c, double kept_scale, const RowMatrix<double>& m,
-                                    const Eigen::VectorXd& offset, double scale) {
-  const RowMatrix<double> qa = q.template cast<double>().cwiseAbs(), ka = keys.template cast<double>().cwiseAbs();
+RowMatrix<double> pruned_abs_logits(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& keys,
+                                    const DimSelection& s, Index n_c, double kept_scale,
+                                    const RowMatrix<double>& m, const Eigen::VectorXd& offset, double scale) {
+  const RowMatrix<double> qa = q.template cast<double>().cwiseAbs(),
+                          ka = keys.template cast<double>().cwiseAbs();
   RowMatrix<double> out(q.rows(), keys.rows());
   for (Index i = 0; i < q.rows(); ++i)
     for (Index j = 0; j < keys.rows(); ++j) {
@@ -163,12 +163,13 @@ flash_bounds::Bound pruned_attention_bound(const RowMatrix<double>& abs_logits, 
 /// |got - want| within `bound` row by row (want in long double); the lse gets
 /// three more roundings of |lse| (the row constant and the merge's log).
 template <typename Scalar>
-::testing::AssertionResult within_row_bound(const RowMatrix<Scalar>& got_output, const Vector<Scalar>* got_lse,
-                                            const RowMatrix<LD>& want_output, const Vector<LD>* want_lse,
-                                            const flash_bounds::Bound& bound) {
+::testing::AssertionResult within_row_bound(const RowMatrix<Scalar>& got_output,
+                                            const Vector<Scalar>* got_lse, const RowMatrix<LD>& want_output,
+                                            const Vector<LD>* want_lse, const flash_bounds::Bound& bound) {
   for (Index i = 0; i < got_output.rows(); ++i) {
     for (Index c = 0; c < got_output.cols(); ++c) {
-      const double e = std::fabs(static_cast<double>(got_output(i, c)) - static_cast<double>(want_output(i, c)));
+      const double e =
+          std::fabs(static_cast<double>(got_output(i, c)) - static_cast<double>(want_output(i, c)));
       if (!(e <= bound.output(i)))
         return ::testing::AssertionFailure()
                << "row " << i << " col " << c << ": |error| " << e << " > bound " << bound.output(i);
