@@ -23,6 +23,8 @@
 #include "attnkit/attention/flash.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <tuple>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -235,6 +237,77 @@ void run_decode(benchmark::State& state, Index n_k, Index d, int threads) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// 16-bit storage (Eigen::half, Eigen::bfloat16): the workload rounded once,
+// cached per (type, kind, n, d).
+template <typename S>
+const Workload<S>& cached_16bit(WorkloadKind kind, Index n_q, Index n_k, Index d) {
+  static std::map<std::tuple<int, Index, Index, Index>, Workload<S>> cache;
+  const auto key = std::make_tuple(static_cast<int>(kind), n_q, n_k, d);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    const Workload<float>& w = cached_workload<float>(kind, n_q, n_k, d);
+    it = cache.emplace(key, Workload<S>{w.q.cast<S>(), w.k.cast<S>(), w.v.cast<S>()}).first;
+  }
+  return it->second;
+}
+
+// Decode over 16-bit K and V (float query and arithmetic).
+template <typename S>
+void run_decode16(benchmark::State& state, Index n_k, Index d, int threads) {
+  const auto& wf = cached_workload<float>(WorkloadKind::iid, 1, n_k, d);
+  const Workload<S>& w = cached_16bit<S>(WorkloadKind::iid, 1, n_k, d);
+  AttentionResult<float> r{RowMatrix<float>(1, d), Vector<float>(1)};
+  for (auto _ : state) {
+    flash_attention_into(wf.q, w.k, w.v, r.output, r.lse, {}, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(2.0 * static_cast<double>(n_k * d) * sizeof(S) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Reading 16-bit K and V once: the same plain vectorised reduction over the
+// raw 16-bit words (as integers, so the compiler vectorises it).
+template <typename S>
+void run_read16(benchmark::State& state, Index n_k, Index d, int threads) {
+  const Workload<S>& w = cached_16bit<S>(WorkloadKind::iid, 1, n_k, d);
+  const std::uint16_t* arrays[2] = {reinterpret_cast<const std::uint16_t*>(w.k.data()),
+                                    reinterpret_cast<const std::uint16_t*>(w.v.data())};
+  const Index count = n_k * d;
+  for (auto _ : state) {
+    std::uint64_t total = 0;
+    for (const std::uint16_t* a : arrays) {
+      std::uint32_t sum = 0;
+      ATTNKIT_PRAGMA(omp parallel for simd reduction(+ : sum) num_threads(threads))
+      for (Index i = 0; i < count; ++i)
+        sum += a[i];
+      total += sum;
+    }
+    benchmark::DoNotOptimize(total);
+  }
+  state.counters["GB/s"] = benchmark::Counter(2.0 * static_cast<double>(count) * sizeof(S) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Prefill with 16-bit storage: K and V (and, for bfloat16, Q: the bfloat16
+// dot-product path when the CPU has it) stored in S, float arithmetic.
+template <typename S>
+void run_flash16(benchmark::State& state, Index n, Index d, bool causal, int threads, bool store_q) {
+  const auto& wf = cached_workload<float>(kKind, n, n, d);
+  const Workload<S>& w = cached_16bit<S>(kKind, n, n, d);
+  const AttentionOptions opt{causal ? Mask::causal() : Mask::none(), {}};
+  AttentionResult<float> r{RowMatrix<float>(n, d), Vector<float>(n)};
+  for (auto _ : state) {
+    if (store_q)
+      flash_attention_into(w.q, w.k, w.v, r.output, r.lse, opt, FlashConfig{threads});
+    else
+      flash_attention_into(wf.q, w.k, w.v, r.output, r.lse, opt, FlashConfig{threads});
+    benchmark::DoNotOptimize(r.output.data());
+    benchmark::ClobberMemory();
+  }
+  set_gflops(state, attention_flops(n, n, d, d, causal));
+}
+
 // The bandwidth bound of decode: read as many bytes as K and V hold, once,
 // with a plain vectorised sum over the same two arrays.
 void run_read(benchmark::State& state, Index n_k, Index d, int threads) {
@@ -445,6 +518,30 @@ class RatioReporter : public benchmark::ConsoleReporter {
             t, pp->rate, pp->seconds * 1e3, pf->rate, pf->seconds * 1e3, pp->rate / pf->rate);
     }
     for (const int t : {1, 2}) {
+      const std::string th = "/n_k:65536/d:128/threads:" + std::to_string(t);
+      const Entry* f32 = find("decode" + th);
+      for (const char* ty : {"bf16", "f16"}) {
+        const Entry* dec = find(std::string("decode_") + ty + th);
+        const Entry* rd = find(std::string("read_") + ty + th);
+        if (dec && rd && f32)
+          std::printf(
+              "decode 1 x 65536, d 128, %s K/V, %d thread(s): %.3f ms vs reading the 16-bit K and V once %.3f ms: "
+              "%.2fx; fp32 decode %.3f ms: %.2fx faster\n",
+              ty, t, dec->seconds * 1e3, rd->seconds * 1e3, dec->seconds / rd->seconds, f32->seconds * 1e3,
+              f32->seconds / dec->seconds);
+      }
+      for (const Index d : {64, 128}) {
+        const std::string nd = "/n:16384/d:" + std::to_string(d) + "/mask:none/threads:" + std::to_string(t);
+        const Entry* base = find("flash" + nd);
+        for (const char* ty : {"bf16kv", "f16kv", "bf16qkv"}) {
+          const Entry* e = find(std::string("flash_") + ty + nd);
+          if (e && base)
+            std::printf("prefill n 16384, d %ld, %s storage, %d thread(s): %.1f GFLOP/s vs fp32 %.1f: %.3f\n",
+                        static_cast<long>(d), ty, t, e->rate, base->rate, e->rate / base->rate);
+        }
+      }
+    }
+    for (const int t : {1, 2}) {
       const Entry* dec = find("decode/n_k:65536/d:128/threads:" + std::to_string(t));
       const Entry* rd = find("read_kv/n_k:65536/d:128/threads:" + std::to_string(t));
       if (dec && rd)
@@ -563,6 +660,37 @@ void register_all() {
                                  [=](benchmark::State& s) { run_decode(s, 65536, 128, t); })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
+    benchmark::RegisterBenchmark(("decode_bf16/n_k:65536/d:128" + th).c_str(),
+                                 [=](benchmark::State& s) { run_decode16<Eigen::bfloat16>(s, 65536, 128, t); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("decode_f16/n_k:65536/d:128" + th).c_str(),
+                                 [=](benchmark::State& s) { run_decode16<Eigen::half>(s, 65536, 128, t); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("read_bf16/n_k:65536/d:128" + th).c_str(),
+                                 [=](benchmark::State& s) { run_read16<Eigen::bfloat16>(s, 65536, 128, t); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("read_f16/n_k:65536/d:128" + th).c_str(),
+                                 [=](benchmark::State& s) { run_read16<Eigen::half>(s, 65536, 128, t); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    for (const Index d : {64, 128}) {
+      const std::string nd = "/n:16384/d:" + std::to_string(d) + "/mask:none" + th;
+      benchmark::RegisterBenchmark(("flash_bf16kv" + nd).c_str(),
+                                   [=](benchmark::State& s) { run_flash16<Eigen::bfloat16>(s, 16384, d, false, t, false); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark(("flash_f16kv" + nd).c_str(),
+                                   [=](benchmark::State& s) { run_flash16<Eigen::half>(s, 16384, d, false, t, false); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark(("flash_bf16qkv" + nd).c_str(),
+                                   [=](benchmark::State& s) { run_flash16<Eigen::bfloat16>(s, 16384, d, false, t, true); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
     benchmark::RegisterBenchmark(("read_kv/n_k:65536/d:128" + th).c_str(),
                                  [=](benchmark::State& s) { run_read(s, 65536, 128, t); })
         ->Unit(benchmark::kMicrosecond)
