@@ -24,11 +24,11 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <tuple>
 #include <cstdio>
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attnkit/attention/reference.hpp"
@@ -67,7 +67,8 @@ void run_prev(benchmark::State& state, Index n, Index d, bool causal, int thread
   RowMatrix<float> out(n, d);
   Vector<float> lse(n);
   for (auto _ : state) {
-    baseline_9c49f25::flash_attention_into(w.q, w.k, w.v, out, lse, opt, baseline_9c49f25::FlashConfig{threads});
+    baseline_9c49f25::flash_attention_into(w.q, w.k, w.v, out, lse, opt,
+                                           baseline_9c49f25::FlashConfig{threads});
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -119,9 +120,9 @@ void run_pruned_decode(benchmark::State& state, Index n_k, Index d, int threads)
     benchmark::DoNotOptimize(r.output.data());
   }
   const double kept = static_cast<double>(s.pruned.cache.kept_dim());
-  state.counters["GB/s"] = benchmark::Counter(
-      static_cast<double>(n_k) * (kept + static_cast<double>(d)) * sizeof(float) / 1e9,
-      benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(static_cast<double>(n_k) * (kept + static_cast<double>(d)) * sizeof(float) / 1e9,
+                         benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void run_full_decode(benchmark::State& state, Index n_k, Index d, int threads) {
@@ -156,7 +157,8 @@ const ProtocolSetup& protocol_setup() {
     o.compress_overflow = false;
     PrunedPrompt<float> p = prune_prompt(w.q.middleRows(n0 - 32, 32), w.k.topRows(n0), o);
     p.cache.append(w.k.bottomRows(n - n0));
-    const double n_c = static_cast<double>(p.cache.compressed_size()), kept = static_cast<double>(p.cache.kept_dim());
+    const double n_c = static_cast<double>(p.cache.compressed_size()),
+                 kept = static_cast<double>(p.cache.kept_dim());
     double pruned = 0, full = 0;
     for (Index t = n0; t < n; ++t) {
       const double seen = static_cast<double>(t + 1);
@@ -365,8 +367,8 @@ void run_phase(benchmark::State& state, Index n, Index d, int phase) {
               block_k = detail::flash_default_block_k<float>();
   const AttentionProblem pb = make_attention_problem("phase", w.q, w.k, w.v, {});
   using In = detail::FlashInputs<float, float, float, float, DotProductScore>;
-  const In in{w.q.data(), d, w.k.data(), d, w.v.data(), d, n, d, d, 0, pb.mask,
-              DotProductScore{}.kernel<float>(pb)};
+  const In in{w.q.data(), d, w.k.data(), d, w.v.data(), d,
+              n,          d, d,          0, pb.mask,    DotProductScore{}.kernel<float>(pb)};
   detail::FlashWorkspace<float> ws;
   ws.reserve(d, d, block_q, block_k, 0, 0);
   RowMatrix<float> out(n, d);
@@ -434,8 +436,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::printf("\nRatios (medians when repeated):\n");
     std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %9s %8s %8s %9s %9s %9s\n", "n", "d", "mask", "thr", "flash",
                 "prev", "flash/", "gemm", "flash/", "vs mat.", "vs ref", "2thr/1thr", "causal/");
-    std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %9s %8s %8s %9s %9s %9s\n", "", "", "", "", "GFLOP/s", "GFLOP/s",
-                "prev", "GFLOP/s", "gemm", "speedup", "speedup", "", "none");
+    std::printf("%-6s %-4s %-7s %-3s %9s %9s %8s %9s %8s %8s %9s %9s %9s\n", "", "", "", "", "GFLOP/s",
+                "GFLOP/s", "prev", "GFLOP/s", "gemm", "speedup", "speedup", "", "none");
     for (const Index n : {1024, 4096, 16384})
       for (const Index d : {64, 128})
         for (const char* mask : {"none", "causal"})
@@ -506,14 +508,16 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const Entry* fd = find("full_decode/n_k:65536/d:128/threads:" + std::to_string(t));
       if (pd && fd)
         std::printf(
-            "pruned cache decode (ratio 0.5, D 128) 1 x 65536, %d thread(s): %.3f ms vs full-width decode %.3f ms: "
+            "pruned cache decode (ratio 0.5, D 128) 1 x 65536, %d thread(s): %.3f ms vs full-width decode "
+            "%.3f ms: "
             "%.3f (%.1f vs %.1f GB/s)\n",
             t, pd->seconds * 1e3, fd->seconds * 1e3, pd->seconds / fd->seconds, pd->rate, fd->rate);
       const Entry* pp = find("protocol_pruned/threads:" + std::to_string(t));
       const Entry* pf = find("protocol_flash/threads:" + std::to_string(t));
       if (pp && pf)
         std::printf(
-            "protocol judged queries (n 4096, n0 3072, D 128, ratio 0.5), %d thread(s): pruned cache %.1f GFLOP/s "
+            "protocol judged queries (n 4096, n0 3072, D 128, ratio 0.5), %d thread(s): pruned cache %.1f "
+            "GFLOP/s "
             "(pruned flops, %.2f ms) vs flash %.1f GFLOP/s (%.2f ms): rate ratio %.3f\n",
             t, pp->rate, pp->seconds * 1e3, pf->rate, pf->seconds * 1e3, pp->rate / pf->rate);
     }
@@ -525,7 +529,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
         const Entry* rd = find(std::string("read_") + ty + th);
         if (dec && rd && f32)
           std::printf(
-              "decode 1 x 65536, d 128, %s K/V, %d thread(s): %.3f ms vs reading the 16-bit K and V once %.3f ms: "
+              "decode 1 x 65536, d 128, %s K/V, %d thread(s): %.3f ms vs reading the 16-bit K and V once "
+              "%.3f ms: "
               "%.2fx; fp32 decode %.3f ms: %.2fx faster\n",
               ty, t, dec->seconds * 1e3, rd->seconds * 1e3, dec->seconds / rd->seconds, f32->seconds * 1e3,
               f32->seconds / dec->seconds);
@@ -653,15 +658,17 @@ void register_all() {
                                  [=](benchmark::State& s) { run_protocol_pruned(s, t); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("protocol_flash" + th).c_str(), [=](benchmark::State& s) { run_protocol_flash(s, t); })
+    benchmark::RegisterBenchmark(("protocol_flash" + th).c_str(),
+                                 [=](benchmark::State& s) { run_protocol_flash(s, t); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
     benchmark::RegisterBenchmark(("decode/n_k:65536/d:128" + th).c_str(),
                                  [=](benchmark::State& s) { run_decode(s, 65536, 128, t); })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("decode_bf16/n_k:65536/d:128" + th).c_str(),
-                                 [=](benchmark::State& s) { run_decode16<Eigen::bfloat16>(s, 65536, 128, t); })
+    benchmark::RegisterBenchmark(
+        ("decode_bf16/n_k:65536/d:128" + th).c_str(),
+        [=](benchmark::State& s) { run_decode16<Eigen::bfloat16>(s, 65536, 128, t); })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
     benchmark::RegisterBenchmark(("decode_f16/n_k:65536/d:128" + th).c_str(),
@@ -678,16 +685,19 @@ void register_all() {
         ->UseRealTime();
     for (const Index d : {64, 128}) {
       const std::string nd = "/n:16384/d:" + std::to_string(d) + "/mask:none" + th;
-      benchmark::RegisterBenchmark(("flash_bf16kv" + nd).c_str(),
-                                   [=](benchmark::State& s) { run_flash16<Eigen::bfloat16>(s, 16384, d, false, t, false); })
+      benchmark::RegisterBenchmark(
+          ("flash_bf16kv" + nd).c_str(),
+          [=](benchmark::State& s) { run_flash16<Eigen::bfloat16>(s, 16384, d, false, t, false); })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
-      benchmark::RegisterBenchmark(("flash_f16kv" + nd).c_str(),
-                                   [=](benchmark::State& s) { run_flash16<Eigen::half>(s, 16384, d, false, t, false); })
+      benchmark::RegisterBenchmark(
+          ("flash_f16kv" + nd).c_str(),
+          [=](benchmark::State& s) { run_flash16<Eigen::half>(s, 16384, d, false, t, false); })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
-      benchmark::RegisterBenchmark(("flash_bf16qkv" + nd).c_str(),
-                                   [=](benchmark::State& s) { run_flash16<Eigen::bfloat16>(s, 16384, d, false, t, true); })
+      benchmark::RegisterBenchmark(
+          ("flash_bf16qkv" + nd).c_str(),
+          [=](benchmark::State& s) { run_flash16<Eigen::bfloat16>(s, 16384, d, false, t, true); })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }

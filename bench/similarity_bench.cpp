@@ -76,7 +76,8 @@ class Reporter : public benchmark::ConsoleReporter {
     std::printf("%-12s %-4s %10s %10s %12s\n", "policy", "thr", "ms", "GFLOP/s", "rate / dot");
     for (const int t : {1, 2}) {
       const Entry* dot = find("dot", t);
-      for (const char* name : {"dot", "rbf", "cosine", "softcap", "alibi", "hyperbolic", "topk64", "topk256"}) {
+      for (const char* name :
+           {"dot", "rbf", "cosine", "softcap", "alibi", "hyperbolic", "topk64", "topk256"}) {
         const Entry* e = find(name, t);
         if (!e) continue;
         std::printf("%-12s %-4d %10.1f %10.1f %12s\n", name, t, e->seconds * 1e3, e->rate,
@@ -116,7 +117,8 @@ void register_all() {
     add("cosine", t, [=](benchmark::State& s) { run_policy(s, CosineScore{0.1}, false, t); });
     add("softcap", t, [=](benchmark::State& s) { run_policy(s, SoftcapScore{30.0}, false, t); });
     add("alibi", t, [=](benchmark::State& s) { run_policy(s, AlibiScore{0.0625}, false, t); });
-    add("hyperbolic", t, [=](benchmark::State& s) { run_policy(s, hyperbolic_score<float>(1.0, 0.5), true, t); });
+    add("hyperbolic", t,
+        [=](benchmark::State& s) { run_policy(s, hyperbolic_score<float>(1.0, 0.5), true, t); });
     add("topk64", t, [=](benchmark::State& s) { run_topk(s, 64, t); });
     add("topk256", t, [=](benchmark::State& s) { run_topk(s, 256, t); });
   }
@@ -126,9 +128,10 @@ void register_all() {
 // Frobenius norm, over the last 512 queries of n = 4096 (d = 64, causal).
 void quality() {
   const Index n = 4096, d = 64, rows = 512;
-  std::printf("top-k attention: relative Frobenius error against exact attention, n %ld, d %ld, causal, last %ld "
-              "queries\n%-10s",
-              static_cast<long>(n), static_cast<long>(d), static_cast<long>(rows), "k");
+  std::printf(
+      "top-k attention: relative Frobenius error against exact attention, n %ld, d %ld, causal, last %ld "
+      "queries\n%-10s",
+      static_cast<long>(n), static_cast<long>(d), static_cast<long>(rows), "k");
   const std::vector<Index> ks = {8, 16, 32, 64, 128, 256, 512, 1024};
   for (const Index k : ks)
     std::printf(" %9ld", static_cast<long>(k));

@@ -53,7 +53,8 @@ struct NaiveResult {
 
 /// Attention with logits logit(i, j) over the pairs visible(i, j).
 template <typename Logit, typename Visible>
-NaiveResult naive_attention_with(Index n_q, Index n_k, const RowMatrix<LD>& v, Logit&& logit, Visible&& visible) {
+NaiveResult naive_attention_with(Index n_q, Index n_k, const RowMatrix<LD>& v, Logit&& logit,
+                                 Visible&& visible) {
   NaiveResult r{RowMatrix<LD>::Zero(n_q, v.cols()), Vector<LD>(n_q), RowMatrix<LD>(n_q, n_k)};
   for (Index i = 0; i < n_q; ++i) {
     std::vector<Index> keys;

@@ -17,9 +17,9 @@
 #include <Eigen/Core>
 
 #include "attnkit/attention/detail/packet_exp.hpp"
-#include "attnkit/core/mask.hpp"
 #include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/problem.hpp"
+#include "attnkit/core/mask.hpp"
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/parallel.hpp"
 
@@ -622,7 +622,6 @@ FlashInputs<Scalar> flash_inputs(const Eigen::Ref<const RowMatrix<Scalar>>& q,
                              static_cast<Scalar>(pb.scale * log2e),
                              pb.mask};
 }
-
 
 /// flash_attention_into of 9c49f25, for row-major inputs of one Scalar type
 /// (its argument checks are the callers' business here).

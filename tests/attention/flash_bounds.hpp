@@ -58,8 +58,8 @@ struct Bound {
 // (at most 16 more keys), and merging key chunks adds a few roundings: both
 // are covered by the constants in `chain`.
 template <typename Scalar>
-Bound error_bound_from_abs_logits(const RowMatrix<double>& abs_logits, double max_v, double dot_terms, Index n_k,
-                                  Index block_k, BoundKind kind) {
+Bound error_bound_from_abs_logits(const RowMatrix<double>& abs_logits, double max_v, double dot_terms,
+                                  Index n_k, Index block_k, BoundKind kind) {
   const double u = unit_roundoff<Scalar>();
   const double chain = as_double(block_k) + 16 + as_double(n_k) / as_double(block_k) + 16;
   const double lambda = 6.0;
@@ -101,7 +101,8 @@ Bound error_bound(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const 
   const RowMatrix<double> abs_logits =
       scale * q.template cast<double>().cwiseAbs() * k.template cast<double>().cwiseAbs().transpose();
   const double max_v = v.template cast<double>().cwiseAbs().maxCoeff();
-  return error_bound_from_abs_logits<Scalar>(abs_logits, max_v, as_double(q.cols()) + 3, k.rows(), block_k, kind);
+  return error_bound_from_abs_logits<Scalar>(abs_logits, max_v, as_double(q.cols()) + 3, k.rows(), block_k,
+                                             kind);
 }
 
 template <typename Scalar>

@@ -45,7 +45,8 @@ std::vector<std::vector<KeyRange>> random_partition(Index n, int parts, std::uin
   std::sort(cuts.begin(), cuts.end());
   std::vector<std::vector<KeyRange>> sets(static_cast<std::size_t>(parts));
   for (std::size_t c = 0; c + 1 < cuts.size(); ++c)
-    if (cuts[c] < cuts[c + 1]) sets[static_cast<std::size_t>(rng.index(parts))].push_back({cuts[c], cuts[c + 1]});
+    if (cuts[c] < cuts[c + 1])
+      sets[static_cast<std::size_t>(rng.index(parts))].push_back({cuts[c], cuts[c + 1]});
   return sets;
 }
 
@@ -73,12 +74,14 @@ TYPED_TEST(FlashPartialTest, EachPartialMatchesTheOracleOnItsKeysAndTheirMergeIs
             const auto sets = random_partition(n_k, parts, ++seed);
             const MaskLayout layout = resolve_mask(mask, n_q, n_k);
             NaiveMask nm{mask.kind, layout.offset(), mask.window, mask.sinks};
-            AttentionResult<Scalar> merged{RowMatrix<Scalar>::Zero(n_q, 12),
-                                           Vector<Scalar>::Constant(n_q, -std::numeric_limits<Scalar>::infinity())};
+            AttentionResult<Scalar> merged{
+                RowMatrix<Scalar>::Zero(n_q, 12),
+                Vector<Scalar>::Constant(n_q, -std::numeric_limits<Scalar>::infinity())};
             for (const auto& set : sets) {
               KeySet ks;
               ks.ranges = set;
-              if (set.empty()) ks.ranges = std::vector<KeyRange>{KeyRange{0, 0}};  // an empty subset, spelled out
+              if (set.empty())
+                ks.ranges = std::vector<KeyRange>{KeyRange{0, 0}};  // an empty subset, spelled out
               const auto part = flash_attention_partial(w.q, w.k, w.v, ks, opt, FlashConfig{threads, 16, 16});
               // The oracle on exactly this subset of the visible keys.
               const RowMatrix<LD> vl = w.v.template cast<LD>();
@@ -98,7 +101,8 @@ TYPED_TEST(FlashPartialTest, EachPartialMatchesTheOracleOnItsKeysAndTheirMergeIs
                   continue;
                 }
                 for (Index c = 0; c < 12; ++c)
-                  ASSERT_LE(std::fabs(static_cast<double>(part.output(i, c)) - static_cast<double>(naive.output(i, c))),
+                  ASSERT_LE(std::fabs(static_cast<double>(part.output(i, c)) -
+                                      static_cast<double>(naive.output(i, c))),
                             bound.output(i))
                       << "row " << i << " col " << c << " parts " << parts;
               }
@@ -112,7 +116,8 @@ TYPED_TEST(FlashPartialTest, EachPartialMatchesTheOracleOnItsKeysAndTheirMergeIs
             Bound merged_bound = bound;
             merged_bound.output.array() += 5.0 * parts * 0.5 * eps<Scalar>() * max_v;
             merged_bound.lse.array() += 5.0 * parts * 0.5 * eps<Scalar>();
-            EXPECT_TRUE(within_bound(merged, whole, merged_bound)) << to_string(mask.kind) << " parts " << parts;
+            EXPECT_TRUE(within_bound(merged, whole, merged_bound))
+                << to_string(mask.kind) << " parts " << parts;
             ++cases;
           }
     }
@@ -126,7 +131,8 @@ TYPED_TEST(FlashPartialTest, AKeySliceOfALongerSequenceIsTheRangeOfTheWhole) {
   using Scalar = TypeParam;
   const Index n = 500;
   const auto w = make_llm_like_workload<Scalar>({n, n, 32, 32}, 7100);
-  for (const Mask mask : {Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(100).with_sinks(4)})
+  for (const Mask mask :
+       {Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(100).with_sinks(4)})
     for (const Index nq : {Index(3), n})
       for (const auto& [a, b] : {std::pair<Index, Index>{0, 120}, {120, 500}, {3, 77}, {250, 251}}) {
         const RowMatrix<Scalar> q = w.q.bottomRows(nq);
@@ -136,9 +142,10 @@ TYPED_TEST(FlashPartialTest, AKeySliceOfALongerSequenceIsTheRangeOfTheWhole) {
         KeySet slice;
         slice.first_position = a;
         slice.sequence_length = n;
-        const auto from_slice =
-            flash_attention_partial(q, w.k.middleRows(a, b - a), w.v.middleRows(a, b - a), slice, {mask}, FlashConfig{1});
-        EXPECT_TRUE(matrices_near(from_slice.output, from_whole.output, 0.0)) << a << ".." << b << " nq " << nq;
+        const auto from_slice = flash_attention_partial(q, w.k.middleRows(a, b - a), w.v.middleRows(a, b - a),
+                                                        slice, {mask}, FlashConfig{1});
+        EXPECT_TRUE(matrices_near(from_slice.output, from_whole.output, 0.0))
+            << a << ".." << b << " nq " << nq;
         for (Index i = 0; i < nq; ++i)
           EXPECT_TRUE(from_slice.lse(i) == from_whole.lse(i) ||
                       (std::isnan(from_slice.lse(i)) && std::isnan(from_whole.lse(i))));
@@ -157,7 +164,8 @@ TYPED_TEST(FlashPartialTest, AnEmptyKeySetGivesZeroRowsAndMinusInfinity) {
     // Keys after every query (causal): also nothing.
     KeySet later;
     later.ranges = std::vector<KeyRange>{KeyRange{45, 50}};
-    const auto l = flash_attention_partial(w.q.topRows(3), w.k, w.v, later, {Mask::causal(0)}, FlashConfig{threads});
+    const auto l =
+        flash_attention_partial(w.q.topRows(3), w.k, w.v, later, {Mask::causal(0)}, FlashConfig{threads});
     EXPECT_TRUE((l.lse.array() == -std::numeric_limits<Scalar>::infinity()).all());
   }
 }

@@ -389,12 +389,14 @@ TYPED_TEST(FlashTest, DefaultPolicyIsBitIdenticalToThePreviousKernel) {
         if (n_q > n_k) continue;
         const auto w = make_llm_like_workload<Scalar>({n_q, n_k, d, d == 6 ? 5 : d}, ++seed);
         for (const Mask mask : {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal(0)})
-          for (const FlashConfig cfg : {FlashConfig{1}, FlashConfig{2}, FlashConfig{2, 16, 8}, FlashConfig{1, 32, 64}}) {
+          for (const FlashConfig cfg :
+               {FlashConfig{1}, FlashConfig{2}, FlashConfig{2, 16, 8}, FlashConfig{1, 32, 64}}) {
             const AttentionOptions opt{mask, {}};
             RowMatrix<Scalar> out(n_q, w.v.cols());
             Vector<Scalar> lse(n_q);
-            baseline_9c49f25::flash_attention_into(w.q, w.k, w.v, out, lse, opt,
-                                                   baseline_9c49f25::FlashConfig{cfg.threads, cfg.block_q, cfg.block_k});
+            baseline_9c49f25::flash_attention_into(
+                w.q, w.k, w.v, out, lse, opt,
+                baseline_9c49f25::FlashConfig{cfg.threads, cfg.block_q, cfg.block_k});
             const auto now = flash_attention(w.q, w.k, w.v, opt, cfg);
             ASSERT_TRUE((now.output.array() == out.array()).all())
                 << "n_q " << n_q << " n_k " << n_k << " d " << d << " " << to_string(mask.kind) << " threads "
@@ -428,8 +430,9 @@ TYPED_TEST(FlashTest, BandAndSinkMasksMatchTheReference) {
                 const Bound bound =
                     error_bound(w.q, w.k, w.v, 1.0 / std::sqrt(as_double(d)), bk, BoundKind::worst_case);
                 ASSERT_TRUE(within_bound(flash_attention(w.q, w.k, w.v, opt, cfg), ref, bound))
-                    << to_string(kind) << " window " << window << " sinks " << sinks << " n_q " << n_q << " n_k "
-                    << n_k << " d " << d << " threads " << cfg.threads << " block_k " << cfg.block_k;
+                    << to_string(kind) << " window " << window << " sinks " << sinks << " n_q " << n_q
+                    << " n_k " << n_k << " d " << d << " threads " << cfg.threads << " block_k "
+                    << cfg.block_k;
                 ++cases;
               }
             }
@@ -475,11 +478,11 @@ TYPED_TEST(FlashTest, NonFiniteInputsFollowTheirLogits) {
   RowMatrix<Scalar> q = w.q, k = w.k;
   for (Index j = 0; j < n; ++j)
     k(j, 0) = Scalar(1) + std::abs(k(j, 0));  // column 0 positive for every key
-  q(10, 0) = -inf;  // row 10: every logit -inf: sees no key
+  q(10, 0) = -inf;                            // row 10: every logit -inf: sees no key
   q(10, 1) = Scalar(1);
   q(11, 0) = inf;  // row 11: every logit +inf: NaN
   q(11, 1) = Scalar(1);
-  k(25, 1) = -inf;                            // key 25: -inf logit where q_1 > 0, +inf where q_1 < 0
+  k(25, 1) = -inf;  // key 25: -inf logit where q_1 > 0, +inf where q_1 < 0
   for (const Mask mask : {Mask::none(), Mask::causal()})
     for (const FlashConfig cfg : {FlashConfig{1, 16, 8}, FlashConfig{2}}) {
       const AttentionOptions opt{mask, {}};
@@ -550,8 +553,9 @@ TYPED_TEST(FlashTest, StoredTypeAndComputeTypeAreIndependent) {
     EXPECT_TRUE(within_bound(wide, ref, bound));
     const AttentionResult<double> wide_decode = flash_attention<double>(w.q.bottomRows(2), w.k, w.v, opt);
     const auto ref_decode = reference_attention(qd.bottomRows(2), kd, vd, opt);
-    EXPECT_TRUE(within_bound(wide_decode, ref_decode, error_bound(RowMatrix<double>(qd.bottomRows(2)), kd, vd, 0.125,
-                                                                   128, BoundKind::worst_case)));
+    EXPECT_TRUE(within_bound(
+        wide_decode, ref_decode,
+        error_bound(RowMatrix<double>(qd.bottomRows(2)), kd, vd, 0.125, 128, BoundKind::worst_case)));
   }
 }
 
@@ -562,7 +566,8 @@ TYPED_TEST(FlashTest, TileSizesAreCappedAtTheWorkingSetLimit) {
   // Requests beyond the limits run with the limits themselves: the same
   // tiles, so the same bits.
   const auto capped = flash_attention(w.q, w.k, w.v, opt, FlashConfig{1, Index(1) << 40, Index(1) << 40});
-  const auto at_limit = flash_attention(w.q, w.k, w.v, opt, FlashConfig{1, flash_max_block_q, flash_max_block_k});
+  const auto at_limit =
+      flash_attention(w.q, w.k, w.v, opt, FlashConfig{1, flash_max_block_q, flash_max_block_k});
   EXPECT_TRUE(matrices_near(capped.output, at_limit.output, 0.0));
   EXPECT_TRUE(throws_invalid_argument(
       [&] { flash_attention(w.q, w.k, w.v, opt, FlashConfig{flash_max_threads + 1}); }, {"threads = 4097"}));

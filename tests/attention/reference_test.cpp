@@ -18,13 +18,13 @@ namespace attnkit {
 namespace {
 
 using test::eps;
-using test::matrices_near;
-using test::random_matrix;
-using test::throws_invalid_argument;
 using test::LD;
+using test::matrices_near;
 using test::naive_attention;
 using test::NaiveMask;
 using test::NaiveResult;
+using test::random_matrix;
+using test::throws_invalid_argument;
 
 template <typename Scalar>
 class ReferenceAttentionTest : public ::testing::Test {};

@@ -52,17 +52,19 @@ TYPED_TEST(StorageTest, KernelOnStoredInputsMatchesTheReferenceOnTheSameValues) 
   const auto w = make_llm_like_workload<double>({90, 300, 32, 24}, 12000);
   const RowMatrix<S> q = w.q.cast<S>(), k = w.k.cast<S>(), v = w.v.cast<S>();
   // The reference on the same (rounded) values, in long double.
-  const RowMatrix<double> qd = q.template cast<double>(), kd = k.template cast<double>(), vd = v.template cast<double>();
+  const RowMatrix<double> qd = q.template cast<double>(), kd = k.template cast<double>(),
+                          vd = v.template cast<double>();
   const RowMatrix<C> qc = qd.cast<C>();
-  for (const Mask mask : {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(50).with_sinks(2)})
+  for (const Mask mask :
+       {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(50).with_sinks(2)})
     for (const FlashConfig cfg : {FlashConfig{1, 16, 16}, FlashConfig{2}})
       for (const Index rows : {Index(90), Index(2)}) {
         const AttentionOptions opt{mask, {}};
         const auto ref = reference_attention(qd.bottomRows(rows), kd, vd, opt);
         const AttentionResult<double> refd{ref.output, ref.lse};
         const Bound bound = error_bound(RowMatrix<C>(qc.bottomRows(rows)), RowMatrix<C>(kd.cast<C>()),
-                                        RowMatrix<C>(vd.cast<C>()), 1.0 / std::sqrt(32.0), cfg.block_k > 0 ? cfg.block_k : 128,
-                                        BoundKind::worst_case);
+                                        RowMatrix<C>(vd.cast<C>()), 1.0 / std::sqrt(32.0),
+                                        cfg.block_k > 0 ? cfg.block_k : 128, BoundKind::worst_case);
         // Q stored too (the bfloat16 dot-product path when S is bfloat16) and
         // Q in the compute type.
         const auto a = flash_attention(q.bottomRows(rows), k, v, opt, cfg);
@@ -82,7 +84,9 @@ TYPED_TEST(StorageTest, KVCacheStoresRoundedRowsAndAttendsOverThem) {
     cache.append(w.k.middleRows(t, 250), w.v.middleRows(t, 250));
   EXPECT_EQ(cache.size(), 2000);
   const RowMatrix<S> ks = w.k.template cast<S>(), vs = w.v.template cast<S>();
-  EXPECT_TRUE((RowMatrix<S>(cache.keys()).template cast<double>().array() == ks.template cast<double>().array()).all());
+  EXPECT_TRUE(
+      (RowMatrix<S>(cache.keys()).template cast<double>().array() == ks.template cast<double>().array())
+          .all());
   EXPECT_EQ(cache.bytes() >= sizeof(S) * 2000 * 128, true);
   for (const int threads : {1, 2}) {
     const auto got = cache.attend(w.q, {Mask::causal()}, FlashConfig{threads});
@@ -97,7 +101,8 @@ TYPED_TEST(StorageTest, NaNAndInfinityBehaveAsInFloat) {
   RowMatrix<S> k = w.k.cast<S>(), v = w.v.cast<S>();
   k(20, 1) = S(std::numeric_limits<float>::quiet_NaN());
   v(30, 2) = S(std::numeric_limits<float>::infinity());
-  const auto clean = flash_attention(w.q, RowMatrix<S>(w.k.cast<S>()), RowMatrix<S>(w.v.cast<S>()), {Mask::causal()});
+  const auto clean =
+      flash_attention(w.q, RowMatrix<S>(w.k.cast<S>()), RowMatrix<S>(w.v.cast<S>()), {Mask::causal()});
   const auto r = flash_attention(w.q, k, v, {Mask::causal()});
   for (Index i = 0; i < 40; ++i)
     for (Index c = 0; c < 6; ++c) {
@@ -123,7 +128,7 @@ TEST(StorageRounding, HalfOverflowsToInfinityAndRoundsToNearestEven) {
   EXPECT_EQ(static_cast<float>(Eigen::half(-1e5f)), -std::numeric_limits<float>::infinity());
   EXPECT_EQ(static_cast<float>(Eigen::half(std::ldexp(1.0f, -24))), std::ldexp(1.0f, -24));
   EXPECT_EQ(static_cast<float>(Eigen::half(std::ldexp(1.0f, -26))), 0.0f);
-  EXPECT_EQ(static_cast<float>(Eigen::half(1.0f + std::ldexp(1.0f, -11))), 1.0f);  // a tie: to even
+  EXPECT_EQ(static_cast<float>(Eigen::half(1.0f + std::ldexp(1.0f, -11))), 1.0f);     // a tie: to even
   EXPECT_EQ(static_cast<float>(Eigen::bfloat16(1.0f + std::ldexp(1.0f, -8))), 1.0f);  // a tie: to even
   // 3e38 = 1.7634 2^127; to 7 fraction bits: 226 / 128 2^127 = 113 2^121 (float's range).
   EXPECT_EQ(static_cast<float>(Eigen::bfloat16(3e38f)), std::ldexp(113.0f, 121));
@@ -154,7 +159,8 @@ TYPED_TEST(StorageTest, RoundingKAndVCostsAtMostTheDerivedBound) {
   for (const WorkloadKind kind : {WorkloadKind::iid, WorkloadKind::clustered, WorkloadKind::llm_like}) {
     const auto w = make_workload<double>(kind, {256, 1024, 64, 64}, 12300);
     const auto exact = reference_attention(w.q, w.k, w.v, {Mask::causal()});
-    const RowMatrix<double> kr = w.k.cast<S>().template cast<double>(), vr = w.v.cast<S>().template cast<double>();
+    const RowMatrix<double> kr = w.k.cast<S>().template cast<double>(),
+                            vr = w.v.cast<S>().template cast<double>();
     const auto rounded = reference_attention(w.q, kr, vr, {Mask::causal()});
     const double max_v = w.v.cwiseAbs().maxCoeff();
     for (Index i = 0; i < 256; ++i) {

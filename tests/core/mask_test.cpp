@@ -64,7 +64,8 @@ TEST(MaskTest, WindowsAndSinksFollowTheDefinition) {
       for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal})
         for (Index w = 1; w <= n_k + 1; ++w)
           for (Index s = 0; s <= n_k; ++s) {
-            const Index max_offset = kind == MaskKind::none ? 0 : (kind == MaskKind::causal ? n_k - n_q : n_k - n_q + 1);
+            const Index max_offset =
+                kind == MaskKind::none ? 0 : (kind == MaskKind::causal ? n_k - n_q : n_k - n_q + 1);
             for (Index offset = 0; offset <= max_offset; ++offset) {
               const Mask base = kind == MaskKind::none ? Mask::none() : Mask{kind, offset};
               const MaskLayout m = resolve_mask(base.with_window(w).with_sinks(s), n_q, n_k);
@@ -98,11 +99,14 @@ TEST(MaskTest, WindowsAndSinksFollowTheDefinition) {
 }
 
 TEST(MaskTest, BadWindowsAndSinksThrow) {
-  EXPECT_TRUE(throws_invalid_argument([] { resolve_mask(Mask::causal().with_window(0), 2, 4); }, {"window = 0"}));
-  EXPECT_TRUE(throws_invalid_argument([] { resolve_mask(Mask::none().with_window(-3), 2, 4); }, {"window = -3"}));
   EXPECT_TRUE(
-      throws_invalid_argument([] { resolve_mask(Mask::causal().with_sinks(5), 2, 4); }, {"sinks = 5", "[0, 4]"}));
-  EXPECT_TRUE(throws_invalid_argument([] { resolve_mask(Mask::causal().with_sinks(-1), 2, 4); }, {"sinks = -1"}));
+      throws_invalid_argument([] { resolve_mask(Mask::causal().with_window(0), 2, 4); }, {"window = 0"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([] { resolve_mask(Mask::none().with_window(-3), 2, 4); }, {"window = -3"}));
+  EXPECT_TRUE(throws_invalid_argument([] { resolve_mask(Mask::causal().with_sinks(5), 2, 4); },
+                                      {"sinks = 5", "[0, 4]"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([] { resolve_mask(Mask::causal().with_sinks(-1), 2, 4); }, {"sinks = -1"}));
   EXPECT_NO_THROW(resolve_mask(Mask::causal().with_window(1).with_sinks(4), 2, 4));
 }
 

@@ -50,7 +50,8 @@ TYPED_TEST(AlibiTest, FusedKernelMatchesTheDefinition) {
   for (Index i = 0; i < 120; ++i) {
     double e = 0, a = 0;
     for (Index j = 0; j < 200; ++j) {
-      const double dot = scale * (w.q.row(i).template cast<double>().cwiseAbs() * w.k.row(j).template cast<double>().cwiseAbs().transpose())(0);
+      const double dot = scale * (w.q.row(i).template cast<double>().cwiseAbs() *
+                                  w.k.row(j).template cast<double>().cwiseAbs().transpose())(0);
       const double bias = slope * std::fabs(as_double(80 + i - j));
       e = std::max(e, u * ((as_double(32) + 3) * dot + 2 * bias));
       a = std::max(a, dot + bias);
@@ -68,8 +69,10 @@ TYPED_TEST(AlibiTest, StandardSlopesFollowTheHead) {
   using Scalar = TypeParam;
   const Index heads = 6, n = 64;
   const auto w = make_iid_workload<Scalar>({heads * n, n, 16, 16}, 9950);
-  const auto all = flash_attention_heads(w.q, w.k, w.v, {heads, 1}, {Mask::causal()}, FlashConfig{1}, AlibiScore::standard());
-  const auto ref = reference_attention_heads(w.q, w.k, w.v, {heads, 1}, {Mask::causal()}, AlibiScore::standard());
+  const auto all = flash_attention_heads(w.q, w.k, w.v, {heads, 1}, {Mask::causal()}, FlashConfig{1},
+                                         AlibiScore::standard());
+  const auto ref =
+      reference_attention_heads(w.q, w.k, w.v, {heads, 1}, {Mask::causal()}, AlibiScore::standard());
   for (Index h = 0; h < heads; ++h) {
     const AlibiScore one{alibi_slope(h, heads)};
     const RowMatrix<Scalar> qh = w.q.middleRows(h * n, n);
@@ -83,7 +86,8 @@ TYPED_TEST(AlibiTest, StandardSlopesFollowTheHead) {
 TYPED_TEST(AlibiTest, BadSlopeThrows) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 9990);
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, AlibiScore{-0.5}); }, {"slope = -0.5"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, AlibiScore{-0.5}); },
+                                      {"slope = -0.5"}));
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ TYPED_TEST(CosineTest, FusedKernelMatchesTheDefinition) {
   using Scalar = TypeParam;
   const double tau = 0.1;
   auto w = make_llm_like_workload<Scalar>({120, 200, 32, 24}, 9300);
-  w.k.row(17).setZero();  // a zero key: logit 0 from every query
+  w.k.row(17).setZero();   // a zero key: logit 0 from every query
   w.q.row(100).setZero();  // a zero query: uniform attention
   // |z| <= 1 / tau; the normalisations (d + 2 roundings each for ||q|| and
   // 1 / ||k||) and the d-term dot product of unit vectors: (2 d + 5) u / tau.
@@ -69,12 +69,16 @@ TYPED_TEST(CosineTest, EqualsDotProductOnNormalisedInputs) {
 TYPED_TEST(CosineTest, BadParametersThrow) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 9500);
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, CosineScore{0.0}); }, {"tau = 0"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, CosineScore{0.0}); },
+                                      {"tau = 0"}));
   EXPECT_TRUE(throws_invalid_argument(
       [&] { flash_attention(w.q, w.k, w.v, {}, {}, CosineScore{std::numeric_limits<double>::quiet_NaN()}); },
       {"CosineScore", "tau = nan"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { reference_attention(w.q, w.k, w.v, {Mask::none(), 2.0}, CosineScore{}); },
-                                      {"CosineScore", "scale"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        reference_attention(w.q, w.k, w.v, {Mask::none(), 2.0}, CosineScore{});
+      },
+      {"CosineScore", "scale"}));
 }
 
 }  // namespace

@@ -28,7 +28,8 @@ using test::throws_invalid_argument;
 
 // d_c(x, y) = (2 / sqrt c) artanh(sqrt c ||(-x) (+)_c y||), with Mobius addition
 // a (+)_c b = ((1 + 2c <a,b> + c |b|^2) a + (1 - c |a|^2) b) / (1 + 2c <a,b> + c^2 |a|^2 |b|^2).
-LD mobius_distance(const Eigen::Matrix<LD, Eigen::Dynamic, 1>& x, const Eigen::Matrix<LD, Eigen::Dynamic, 1>& y, LD c) {
+LD mobius_distance(const Eigen::Matrix<LD, Eigen::Dynamic, 1>& x,
+                   const Eigen::Matrix<LD, Eigen::Dynamic, 1>& y, LD c) {
   const Eigen::Matrix<LD, Eigen::Dynamic, 1> a = -x;
   const LD ab = a.dot(y), aa = a.squaredNorm(), bb = y.squaredNorm();
   const Eigen::Matrix<LD, Eigen::Dynamic, 1> sum =
@@ -70,7 +71,8 @@ TEST(HyperbolicDistance, TendsToTwiceTheEuclideanDistanceNearTheOrigin) {
       // arcosh(1 + t) = sqrt(2 t) (1 - t / 12 + ...) with t = 2c|x - y|^2 /
       // ((1 - c|x|^2)(1 - c|y|^2)): d / (2|x - y|) - 1 is within
       // c (|x|^2 + |y|^2) + t / 12 (plus double rounding) of 0.
-      const double t = 2 * c * (x - y).squaredNorm() / ((1 - c * x.squaredNorm()) * (1 - c * y.squaredNorm()));
+      const double t =
+          2 * c * (x - y).squaredNorm() / ((1 - c * x.squaredNorm()) * (1 - c * y.squaredNorm()));
       EXPECT_NEAR(got / e, 1.0, c * (x.squaredNorm() + y.squaredNorm()) + t / 12 + 1e-13) << c << " " << r;
     }
 }
@@ -113,7 +115,8 @@ TYPED_TEST(HyperbolicTest, FusedKernelMatchesTheDefinitionWithinTheConditioningB
   w.k *= Scalar(0.08);
   // Some keys near (and beyond) the boundary, a near-duplicate of a query.
   for (Index j = 0; j < 10; ++j)
-    w.k.row(j) *= Scalar((1.0 - 1e-3 * as_double(j)) / (std::sqrt(c) * static_cast<double>(w.k.row(j).norm())));
+    w.k.row(j) *=
+        Scalar((1.0 - 1e-3 * as_double(j)) / (std::sqrt(c) * static_cast<double>(w.k.row(j).norm())));
   w.k.row(10) *= Scalar(3.0 / (std::sqrt(c) * static_cast<double>(w.k.row(10).norm())));
   w.k.row(150) = w.q.row(70) + RowMatrix<Scalar>::Constant(1, d, Scalar(1e-4));
   const double u = 0.5 * eps<Scalar>();
@@ -129,14 +132,17 @@ TYPED_TEST(HyperbolicTest, FusedKernelMatchesTheDefinitionWithinTheConditioningB
   for (Index i = 0; i < n_q; ++i) {
     double e = 0, zmax = 0;
     for (Index j = 0; j < n_k; ++j) {
-      const double nq = static_cast<double>(qp.row(i).squaredNorm()), nk = static_cast<double>(kp.row(j).squaredNorm());
+      const double nq = static_cast<double>(qp.row(i).squaredNorm()),
+                   nk = static_cast<double>(kp.row(j).squaredNorm());
       const double iq = 1 / (1 - c * nq), ik = 1 / (1 - c * nk);
       const double t = 2 * c * static_cast<double>((qp.row(i) - kp.row(j)).squaredNorm()) * iq * ik;
-      const double abs_dot = static_cast<double>((qp.row(i).cwiseAbs() * kp.row(j).cwiseAbs().transpose())(0));
+      const double abs_dot =
+          static_cast<double>((qp.row(i).cwiseAbs() * kp.row(j).cwiseAbs().transpose())(0));
       const double dt = u * ((as_double(d) + 6) * 2 * c * (nq + nk + 2 * abs_dot) * iq * ik +
                              t * ((as_double(d) + 3) * (c * nq * iq + c * nk * ik) + 6));
       const double tp = std::max(t - dt, 0.0);
-      const double dd = tp > 0 ? std::min(std::acosh(1 + dt), dt / std::sqrt(tp * (tp + 2))) : std::acosh(1 + dt);
+      const double dd =
+          tp > 0 ? std::min(std::acosh(1 + dt), dt / std::sqrt(tp * (tp + 2))) : std::acosh(1 + dt);
       const double dist = std::acosh(1 + t);
       e = std::max(e, (dd + 6 * u * dist) / (tau * std::sqrt(c)));
       zmax = std::max(zmax, dist / (tau * std::sqrt(c)));
@@ -152,14 +158,26 @@ TYPED_TEST(HyperbolicTest, FusedKernelMatchesTheDefinitionWithinTheConditioningB
 TYPED_TEST(HyperbolicTest, BadParametersThrow) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 10300);
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, HyperbolicScore{0.0, 1.0}); },
-                                      {"curvature c = 0"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, HyperbolicScore{1.0, -1.0}); },
-                                      {"tau = -1"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, HyperbolicScore{1.0, 1.0, 1.5}); },
-                                      {"margin = 1.5"}));
   EXPECT_TRUE(throws_invalid_argument(
-      [&] { flash_attention(w.q, w.k, w.v, {Mask::none(), 1.0}, {}, HyperbolicScore{}); }, {"scale"}));
+      [&] {
+        flash_attention(w.q, w.k, w.v, {}, {}, HyperbolicScore{0.0, 1.0});
+      },
+      {"curvature c = 0"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        flash_attention(w.q, w.k, w.v, {}, {}, HyperbolicScore{1.0, -1.0});
+      },
+      {"tau = -1"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        flash_attention(w.q, w.k, w.v, {}, {}, HyperbolicScore{1.0, 1.0, 1.5});
+      },
+      {"margin = 1.5"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        flash_attention(w.q, w.k, w.v, {Mask::none(), 1.0}, {}, HyperbolicScore{});
+      },
+      {"scale"}));
 }
 
 }  // namespace

@@ -21,10 +21,12 @@ namespace attnkit::test {
 /// logit_error(i), exp_arg(i): see flash_bounds::error_bound_from_logit_errors.
 template <typename Scalar, typename Policy>
 ::testing::AssertionResult flash_matches_reference(const Workload<Scalar>& w, const Policy& policy,
-                                                   const Eigen::VectorXd& logit_error, const Eigen::VectorXd& exp_arg) {
+                                                   const Eigen::VectorXd& logit_error,
+                                                   const Eigen::VectorXd& exp_arg) {
   const Index n_q = w.q.rows(), n_k = w.k.rows();
   const double max_v = w.v.template cast<double>().cwiseAbs().maxCoeff();
-  for (const Mask mask : {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(40).with_sinks(2)})
+  for (const Mask mask :
+       {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(40).with_sinks(2)})
     for (const FlashConfig cfg : {FlashConfig{1, 16, 16}, FlashConfig{2}})
       for (const Index rows : {n_q, Index(3)}) {
         const RowMatrix<Scalar> q = w.q.bottomRows(rows);
@@ -37,8 +39,8 @@ template <typename Scalar, typename Policy>
         const auto r = flash_bounds::within_bound(got, ref, bound);
         if (!r)
           return ::testing::AssertionFailure()
-                 << r.message() << " (mask " << to_string(mask.kind) << (mask.window ? " windowed" : "") << ", rows "
-                 << rows << ", threads " << cfg.threads << ")";
+                 << r.message() << " (mask " << to_string(mask.kind) << (mask.window ? " windowed" : "")
+                 << ", rows " << rows << ", threads " << cfg.threads << ")";
       }
   return ::testing::AssertionSuccess();
 }

@@ -40,7 +40,8 @@ TYPED_TEST(RbfTest, FusedKernelMatchesTheDefinition) {
   for (Index i = 0; i < 120; ++i) {
     double e = 0, a = 0;
     for (Index j = 0; j < 200; ++j) {
-      const double dot = (w.q.row(i).template cast<double>().cwiseAbs() * w.k.row(j).template cast<double>().cwiseAbs().transpose())(0);
+      const double dot = (w.q.row(i).template cast<double>().cwiseAbs() *
+                          w.k.row(j).template cast<double>().cwiseAbs().transpose())(0);
       const double kk = static_cast<double>(w.k.row(j).squaredNorm()) / 2;
       e = std::max(e, u * ((as_double(d) + 3) * dot + (as_double(d) + 2) * kk) / tau);
       a = std::max(a, (dot + kk) / tau);
@@ -75,20 +76,27 @@ TYPED_TEST(RbfTest, EqualsDotProductAttentionWithAPerKeyBias) {
   EXPECT_TRUE(test::matrices_near(rbf.output, dot.output, (4 * u * kk + 2 * u) * max_v + 1e-300));
   for (Index i = 0; i < 40; ++i) {
     const long double shift = -static_cast<long double>(w.q.row(i).squaredNorm()) / (2 * tau);
-    EXPECT_NEAR(static_cast<double>(rbf.lse(i)), static_cast<double>(dot.lse(i) + shift),
-                4 * u * (kk + std::fabs(static_cast<double>(shift)) + std::fabs(static_cast<double>(dot.lse(i)))));
+    EXPECT_NEAR(
+        static_cast<double>(rbf.lse(i)), static_cast<double>(dot.lse(i) + shift),
+        4 * u * (kk + std::fabs(static_cast<double>(shift)) + std::fabs(static_cast<double>(dot.lse(i)))));
   }
 }
 
 TYPED_TEST(RbfTest, BadParametersThrow) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 9200);
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, RbfScore{0.0}); }, {"tau = 0"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, RbfScore{-2.0}); }, {"tau = -2"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, RbfScore{0.0}); }, {"tau = 0"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, RbfScore{-2.0}); }, {"tau = -2"}));
   EXPECT_TRUE(throws_invalid_argument(
-      [&] { flash_attention(w.q, w.k, w.v, {}, {}, RbfScore{std::numeric_limits<double>::infinity()}); }, {"tau = inf"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {Mask::none(), 0.5}, {}, RbfScore{1.0}); },
-                                      {"RbfScore", "scale"}));
+      [&] { flash_attention(w.q, w.k, w.v, {}, {}, RbfScore{std::numeric_limits<double>::infinity()}); },
+      {"tau = inf"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        flash_attention(w.q, w.k, w.v, {Mask::none(), 0.5}, {}, RbfScore{1.0});
+      },
+      {"RbfScore", "scale"}));
 }
 
 }  // namespace

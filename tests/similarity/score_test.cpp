@@ -98,7 +98,8 @@ TYPED_TEST(ScoreTest, KernelFormOfAPolicyMatchesItsDefinition) {
       const double scale = 0.25;
       const MaskLayout layout = resolve_mask(mask, n_q, n_k);
       const test::NaiveMask nm{mask.kind, layout.offset(), mask.window, mask.sinks};
-      const RowMatrix<LD> ql = w.q.template cast<LD>(), kl = w.k.template cast<LD>(), vl = w.v.template cast<LD>();
+      const RowMatrix<LD> ql = w.q.template cast<LD>(), kl = w.k.template cast<LD>(),
+                          vl = w.v.template cast<LD>();
       const auto naive = test::naive_attention_with(
           n_q, n_k, vl,
           [&](Index i, Index j) {
@@ -106,8 +107,8 @@ TYPED_TEST(ScoreTest, KernelFormOfAPolicyMatchesItsDefinition) {
             for (Index c = 0; c < d; ++c)
               dot += ql(i, c) * kl(j, c);
             const LD qpos = static_cast<LD>(layout.query_position(i));
-            return static_cast<LD>(scale) * dot * (1 + 0.5L * kl(j, 0) * kl(j, 0)) + 0.3L * static_cast<LD>(j % 5) +
-                   0.7L * ql(i, 0) + 0.01L * qpos;
+            return static_cast<LD>(scale) * dot * (1 + 0.5L * kl(j, 0) * kl(j, 0)) +
+                   0.3L * static_cast<LD>(j % 5) + 0.7L * ql(i, 0) + 0.01L * qpos;
           },
           [&](Index i, Index j) { return nm.visible(i, j, n_q, n_k); });
       const auto ref = reference_attention(w.q, w.k, w.v, opt, policy);
@@ -131,16 +132,19 @@ TYPED_TEST(ScoreTest, KernelFormOfAPolicyMatchesItsDefinition) {
           const double weights = u * (2 * (as_double(d) + 6) * a + 2 * a + 2);
           const double out_bound = max_v * (2 * weights + 2 * chain * u + u);
           for (Index c = 0; c < 8; ++c) {
-            ASSERT_LE(std::fabs(static_cast<double>(got.output(i, c)) - static_cast<double>(naive.output(i, c))),
-                      out_bound)
+            ASSERT_LE(
+                std::fabs(static_cast<double>(got.output(i, c)) - static_cast<double>(naive.output(i, c))),
+                out_bound)
                 << "row " << i << " col " << c << " n_q " << n_q << " threads " << cfg.threads;
-            ASSERT_LE(std::fabs(static_cast<double>(ref.output(i, c)) - static_cast<double>(naive.output(i, c))),
-                      2 * u * max_v + 1e-12)
+            ASSERT_LE(
+                std::fabs(static_cast<double>(ref.output(i, c)) - static_cast<double>(naive.output(i, c))),
+                2 * u * max_v + 1e-12)
                 << "reference row " << i;
           }
           const double lse = static_cast<double>(naive.lse(i));
-          EXPECT_NEAR(static_cast<double>(got.lse(i)), lse, (as_double(d) + 6) * u * a + weights + 2 * chain * u +
-                                                                2 * eps<Scalar>() * std::fabs(lse))
+          EXPECT_NEAR(
+              static_cast<double>(got.lse(i)), lse,
+              (as_double(d) + 6) * u * a + weights + 2 * chain * u + 2 * eps<Scalar>() * std::fabs(lse))
               << "row " << i;
         }
       }
@@ -193,7 +197,8 @@ TYPED_TEST(ScoreTest, GenericPathsAgreeWithTheDefaultPolicy) {
     const auto generic = flash_attention(w.q, w.k, w.v, opt, FlashConfig{1}, GenericDot{});
     EXPECT_TRUE(matrices_near(generic.output, fast.output, 0.0));
     const auto fast_decode = flash_attention(w.q.bottomRows(2), w.k, w.v, opt, FlashConfig{1});
-    const auto generic_decode = flash_attention(w.q.bottomRows(2), w.k, w.v, opt, FlashConfig{1}, GenericDot{});
+    const auto generic_decode =
+        flash_attention(w.q.bottomRows(2), w.k, w.v, opt, FlashConfig{1}, GenericDot{});
     EXPECT_TRUE(matrices_near(generic_decode.output, fast_decode.output, 0.0));
     // The reference's per-key logit loop against its matrix-vector path:
     // both in the wide type, a d-term dot product apart in summation order.
@@ -208,8 +213,10 @@ TYPED_TEST(ScoreTest, PolicyParametersAreChecked) {
   const auto w = make_iid_workload<Scalar>({4, 8, 4, 4}, 8200);
   TestScore bad;
   bad.gain = -1;
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, bad); }, {"flash_attention", "gain = -1"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { reference_attention(w.q, w.k, w.v, {}, bad); }, {"reference_attention", "gain"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, bad); },
+                                      {"flash_attention", "gain = -1"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { reference_attention(w.q, w.k, w.v, {}, bad); },
+                                      {"reference_attention", "gain"}));
 }
 
 TEST(DotProductScore, LogitIsTheScaledDotProduct) {

@@ -35,7 +35,8 @@ TYPED_TEST(SoftcapTest, FusedKernelMatchesTheDefinition) {
   Eigen::VectorXd err(120), arg = Eigen::VectorXd::Constant(120, 2 * cap);
   for (Index i = 0; i < 120; ++i) {
     const double dot =
-        (w.q.row(i).template cast<double>().cwiseAbs() * w.k.template cast<double>().cwiseAbs().transpose()).maxCoeff();
+        (w.q.row(i).template cast<double>().cwiseAbs() * w.k.template cast<double>().cwiseAbs().transpose())
+            .maxCoeff();
     err(i) = u * ((as_double(32) + 3) * scale * dot + 5 * cap);
   }
   EXPECT_TRUE(test::flash_matches_reference(w, SoftcapScore{cap}, err, arg));
@@ -51,8 +52,10 @@ TYPED_TEST(SoftcapTest, HugeLogitsSaturateAtTheCap) {
   const auto r = flash_attention(q, k, v, {Mask::none(), 1.0}, {}, SoftcapScore{2.0});
   ASSERT_TRUE(r.output.allFinite());
   const long double e2 = std::exp(2.0L), em2 = std::exp(-2.0L), z = e2 + em2 + 1;
-  EXPECT_NEAR(static_cast<double>(r.output(0, 0)), static_cast<double>((e2 + 2 * em2 + 3) / z), 16 * eps<Scalar>());
-  EXPECT_NEAR(static_cast<double>(r.output(1, 0)), static_cast<double>((em2 + 2 * e2 + 3) / z), 16 * eps<Scalar>());
+  EXPECT_NEAR(static_cast<double>(r.output(0, 0)), static_cast<double>((e2 + 2 * em2 + 3) / z),
+              16 * eps<Scalar>());
+  EXPECT_NEAR(static_cast<double>(r.output(1, 0)), static_cast<double>((em2 + 2 * e2 + 3) / z),
+              16 * eps<Scalar>());
   EXPECT_NEAR(static_cast<double>(r.lse(0)), static_cast<double>(std::log(z)), 16 * eps<Scalar>());
 }
 
@@ -65,14 +68,17 @@ TYPED_TEST(SoftcapTest, AHighCapIsTheDotProduct) {
   const auto plain = flash_attention(w.q, w.k, w.v, {Mask::causal()});
   const auto capped = flash_attention(w.q, w.k, w.v, {Mask::causal()}, {}, SoftcapScore{1e7});
   const double u = 0.5 * eps<Scalar>(), max_v = static_cast<double>(w.v.cwiseAbs().maxCoeff());
-  EXPECT_TRUE(test::matrices_near(capped.output, plain.output, max_v * u * (4 * (16 + 8) * 20 + 2 * 200) + 1e-9 * max_v));
+  EXPECT_TRUE(test::matrices_near(capped.output, plain.output,
+                                  max_v * u * (4 * (16 + 8) * 20 + 2 * 200) + 1e-9 * max_v));
 }
 
 TYPED_TEST(SoftcapTest, BadCapThrows) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 9800);
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{0.0}); }, {"cap = 0"}));
-  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{-1.0}); }, {"cap = -1"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{0.0}); },
+                                      {"cap = 0"}));
+  EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{-1.0}); },
+                                      {"cap = -1"}));
 }
 
 }  // namespace

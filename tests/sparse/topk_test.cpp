@@ -49,7 +49,8 @@ TYPED_TEST(TopkTest, KeepsTheKLargestVisibleLogitsAndAttendsExactlyOverThem) {
           const auto got = topk_attention_selection(w.q, w.k, w.v, {kk}, opt, cfg);
           const MaskLayout layout = resolve_mask(mask, n_q, n_k);
           const test::NaiveMask nm{mask.kind, layout.offset(), mask.window, mask.sinks};
-          const RowMatrix<LD> ql = w.q.template cast<LD>(), kl = w.k.template cast<LD>(), vl = w.v.template cast<LD>();
+          const RowMatrix<LD> ql = w.q.template cast<LD>(), kl = w.k.template cast<LD>(),
+                              vl = w.v.template cast<LD>();
           const double max_v = static_cast<double>(w.v.cwiseAbs().maxCoeff());
           for (Index i = 0; i < n_q; ++i) {
             std::vector<Index> visible;
@@ -57,7 +58,8 @@ TYPED_TEST(TopkTest, KeepsTheKLargestVisibleLogitsAndAttendsExactlyOverThem) {
             double a = 0;
             for (Index j = 0; j < n_k; ++j) {
               z[static_cast<std::size_t>(j)] = static_cast<LD>(scale) * ql.row(i).dot(kl.row(j));
-              a = std::max(a, scale * static_cast<double>((ql.row(i).cwiseAbs() * kl.row(j).cwiseAbs().transpose())(0)));
+              a = std::max(a, scale * static_cast<double>(
+                                          (ql.row(i).cwiseAbs() * kl.row(j).cwiseAbs().transpose())(0)));
               if (nm.visible(i, j, n_q, n_k)) visible.push_back(j);
             }
             std::stable_sort(visible.begin(), visible.end(), [&](Index x, Index y) {
@@ -68,8 +70,8 @@ TYPED_TEST(TopkTest, KeepsTheKLargestVisibleLogitsAndAttendsExactlyOverThem) {
             // gap below twice that at the boundary makes the choice ambiguous.
             const double logit_error = (as_double(d) + 3) * u * a;
             if (keep < visible.size() &&
-                static_cast<double>(z[static_cast<std::size_t>(visible[keep - 1])] - z[static_cast<std::size_t>(visible[keep])]) <
-                    2 * logit_error) {
+                static_cast<double>(z[static_cast<std::size_t>(visible[keep - 1])] -
+                                    z[static_cast<std::size_t>(visible[keep])]) < 2 * logit_error) {
               ++ambiguous;
               continue;
             }
@@ -85,9 +87,11 @@ TYPED_TEST(TopkTest, KeepsTheKLargestVisibleLogitsAndAttendsExactlyOverThem) {
             // Over the kept keys the output has the fused kernel's bound
             // (flash_bounds.hpp, logit error (d + 3) u a, |z - max| <= 2 a).
             const auto bound = test::flash_bounds::error_bound_from_logit_errors<Scalar>(
-                Eigen::VectorXd::Constant(1, logit_error), Eigen::VectorXd::Constant(1, 2 * a), max_v, kk, kk);
+                Eigen::VectorXd::Constant(1, logit_error), Eigen::VectorXd::Constant(1, 2 * a), max_v, kk,
+                kk);
             for (Index c = 0; c < 8; ++c)
-              ASSERT_LE(std::fabs(static_cast<double>(got.result.output(i, c)) - static_cast<double>(naive.output(0, c))),
+              ASSERT_LE(std::fabs(static_cast<double>(got.result.output(i, c)) -
+                                  static_cast<double>(naive.output(0, c))),
                         bound.output(0))
                   << "row " << i << " col " << c;
             ++rows_checked;
@@ -105,8 +109,9 @@ TYPED_TEST(TopkTest, KAtLeastTheVisibleKeysIsExactAttention) {
     const auto ref = reference_attention(w.q, w.k, w.v, {mask});
     const auto got = topk_attention(w.q, w.k, w.v, {1000}, {mask});
     EXPECT_TRUE(test::flash_bounds::within_bound(
-        got, ref, test::flash_bounds::error_bound(w.q, w.k, w.v, 1.0 / std::sqrt(32.0), 128,
-                                                  test::flash_bounds::BoundKind::worst_case)));
+        got, ref,
+        test::flash_bounds::error_bound(w.q, w.k, w.v, 1.0 / std::sqrt(32.0), 128,
+                                        test::flash_bounds::BoundKind::worst_case)));
   }
   // Ties: identical keys keep the earliest positions.
   RowMatrix<Scalar> q = RowMatrix<Scalar>::Ones(1, 4), k = RowMatrix<Scalar>::Ones(10, 4);
@@ -130,7 +135,8 @@ TYPED_TEST(TopkTest, NaNReachesOnlyItsRowAndBadKThrows) {
     else
       EXPECT_TRUE(test::matrices_near(r.output.row(i), clean.output.row(i), 0.0)) << i;
   }
-  EXPECT_TRUE(throws_invalid_argument([&] { topk_attention(w.q, w.k, w.v, {0}); }, {"topk_attention", "k = 0"}));
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { topk_attention(w.q, w.k, w.v, {0}); }, {"topk_attention", "k = 0"}));
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ TEST(GroupedWorkload, GroupsShareTheirKeyHeadAndTurnTheirQueries) {
     ASSERT_EQ(g.stacked.q.rows(), 6 * n);
     ASSERT_EQ(g.stacked.k.rows(), 2 * n);
     for (Index kv = 0; kv < 2; ++kv) {
-      const Workload<double> w = make_workload<double>(kind, {n, n, d, 8}, 40 + static_cast<std::uint64_t>(kv));
+      const Workload<double> w =
+          make_workload<double>(kind, {n, n, d, 8}, 40 + static_cast<std::uint64_t>(kv));
       EXPECT_EQ(RowMatrix<double>(g.stacked.k.middleRows(kv * n, n)), w.k);
       EXPECT_EQ(RowMatrix<double>(g.stacked.v.middleRows(kv * n, n)), w.v);
       EXPECT_EQ(RowMatrix<double>(g.stacked.q.middleRows(kv * 3 * n, n)), w.q);
@@ -48,9 +49,15 @@ TEST(GroupedWorkload, GroupsShareTheirKeyHeadAndTurnTheirQueries) {
 
 TEST(GroupedWorkload, BadHeadCountsThrow) {
   EXPECT_TRUE(throws_invalid_argument(
-      [] { make_grouped_workload<float>(WorkloadKind::iid, {4, 4, 4, 4}, 4, 3, 1); }, {"q_heads = 4", "kv_heads = 3"}));
-  EXPECT_TRUE(throws_invalid_argument([] { make_grouped_workload<float>(WorkloadKind::iid, {4, 4, 3, 4}, 2, 1, 1); },
-                                      {"d = 3", "even"}));
+      [] {
+        make_grouped_workload<float>(WorkloadKind::iid, {4, 4, 4, 4}, 4, 3, 1);
+      },
+      {"q_heads = 4", "kv_heads = 3"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [] {
+        make_grouped_workload<float>(WorkloadKind::iid, {4, 4, 3, 4}, 2, 1, 1);
+      },
+      {"d = 3", "even"}));
   EXPECT_NO_THROW(make_grouped_workload<float>(WorkloadKind::iid, {4, 4, 3, 4}, 2, 2, 1));
 }
 

@@ -112,6 +112,19 @@ using flash_compute_t = std::conditional_t<
     std::conditional_t<std::is_same_v<SQ, double> || std::is_same_v<SK, double> || std::is_same_v<SV, double>,
                        double, float>>;
 
+/// Validated tile sizes and thread count of a call.
+struct FlashTiling {
+  Index block_q, block_k;
+  int threads;
+};
+
+/// Validates `config` (naming `where`) and resolves it for n_q queries over
+/// n_k keys: requested or default tiles, capped at the problem size and the
+/// working-set limits, rounded up to whole packets (the decode kernel and the
+/// score rows need that); the thread count resolved against OpenMP.
+template <typename Compute>
+FlashTiling flash_tiling(const char* where, const FlashConfig& config, Index n_q, Index n_k);
+
 /// [first, last] byte addresses a row-major view touches.
 template <typename T>
 std::pair<std::uintptr_t, std::uintptr_t> byte_span(const T* data, Index rows, Index cols, Index stride) {
@@ -120,7 +133,8 @@ std::pair<std::uintptr_t, std::uintptr_t> byte_span(const T* data, Index rows, I
   return {first, first + count * sizeof(T) - 1};
 }
 
-inline bool spans_overlap(std::pair<std::uintptr_t, std::uintptr_t> a, std::pair<std::uintptr_t, std::uintptr_t> b) {
+inline bool spans_overlap(std::pair<std::uintptr_t, std::uintptr_t> a,
+                          std::pair<std::uintptr_t, std::uintptr_t> b) {
   return a.first <= b.second && b.first <= a.second;
 }
 
@@ -132,8 +146,8 @@ inline std::vector<KeyRange> call_ranges(const char* where, const KeySet* keys, 
   for (std::size_t r = 0; r < keys->ranges.size(); ++r) {
     const KeyRange& kr = keys->ranges[r];
     if (kr.begin < first || kr.end > first + n_k || kr.begin > kr.end)
-      fail(where, ": key range ", r, " [", kr.begin, ", ", kr.end, ") is not inside the keys' positions [", first,
-           ", ", first + n_k, ")");
+      fail(where, ": key range ", r, " [", kr.begin, ", ", kr.end, ") is not inside the keys' positions [",
+           first, ", ", first + n_k, ")");
     if (kr.begin < prev_end)
       fail(where, ": key range ", r, " [", kr.begin, ", ", kr.end,
            ") overlaps or precedes the range before it (ranges must be sorted and disjoint)");
@@ -148,8 +162,8 @@ inline std::vector<KeyRange> call_ranges(const char* where, const KeySet* keys, 
 /// (q_heads n_q). Query head h uses key/value head h / (q_heads / kv_heads).
 template <typename Compute, typename DQ, typename DK, typename DV, typename Policy>
 void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
-                const Eigen::MatrixBase<DV>& v, Index q_heads, Index kv_heads, const KeySet* keys, Compute* out,
-                Index out_rows, Index out_cols, Index ldo, Compute* lse, Index lse_size,
+                const Eigen::MatrixBase<DV>& v, Index q_heads, Index kv_heads, const KeySet* keys,
+                Compute* out, Index out_rows, Index out_cols, Index ldo, Compute* lse, Index lse_size,
                 const AttentionOptions& options, const FlashConfig& config, const Policy& policy) {
   using SQ = typename DQ::Scalar;
   using SK = typename DK::Scalar;
@@ -170,17 +184,15 @@ void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::
   const Index first = keys ? keys->first_position : 0;
   const Index seq = keys && keys->sequence_length ? *keys->sequence_length : first + n_k;
   if (seq < first + n_k)
-    fail(where, ": sequence_length = ", seq, " is shorter than the keys' last position + 1 (", first, " + ", n_k,
-         ")");
+    fail(where, ": sequence_length = ", seq, " is shorter than the keys' last position + 1 (", first, " + ",
+         n_k, ")");
   const AttentionProblem pb =
       make_attention_problem(where, q.topRows(n_q), k.topRows(n_k), v.topRows(n_k), options, seq);
   const std::vector<KeyRange> ranges = call_ranges(where, keys, n_k);
   if (out_rows != q_heads * n_q || out_cols != pb.d_v)
     fail(where, ": out (", out_rows, " x ", out_cols, ") must be (", q_heads * n_q, " x ", pb.d_v, ")");
   if (lse_size != q_heads * n_q) fail(where, ": lse has ", lse_size, " entries, needs ", q_heads * n_q);
-  if (config.threads < 0 || config.block_q < 0 || config.block_k < 0 || config.threads > flash_max_threads)
-    fail(where, ": config threads = ", config.threads, ", block_q = ", config.block_q,
-         ", block_k = ", config.block_k, " must be >= 0 (0 = automatic), threads <= ", flash_max_threads);
+  const FlashTiling tiling = flash_tiling<Compute>(where, config, n_q, n_k);
   policy.check(where, pb, options);
 
   const Eigen::Ref<const RowMatrix<SQ>> qr(q);
@@ -193,32 +205,42 @@ void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::
   const auto k_span = byte_span(kr.data(), kr.rows(), kr.cols(), kr.outerStride());
   const auto v_span = byte_span(vr.data(), vr.rows(), vr.cols(), vr.outerStride());
   for (const auto& [name, span] : {std::pair{"out", out_span}, std::pair{"lse", lse_span}}) {
-    if (spans_overlap(span, q_span)) fail(where, ": ", name, " shares memory with Q (outputs must not alias inputs)");
-    if (spans_overlap(span, k_span)) fail(where, ": ", name, " shares memory with K (outputs must not alias inputs)");
-    if (spans_overlap(span, v_span)) fail(where, ": ", name, " shares memory with V (outputs must not alias inputs)");
+    if (spans_overlap(span, q_span))
+      fail(where, ": ", name, " shares memory with Q (outputs must not alias inputs)");
+    if (spans_overlap(span, k_span))
+      fail(where, ": ", name, " shares memory with K (outputs must not alias inputs)");
+    if (spans_overlap(span, v_span))
+      fail(where, ": ", name, " shares memory with V (outputs must not alias inputs)");
   }
   if (spans_overlap(out_span, lse_span)) fail(where, ": out and lse share memory");
 
   using In = FlashInputs<Compute, SQ, SK, SV, Policy>;
-  constexpr int P = FlashPacket<Compute>::size;
-  const auto round_up = [](Index x) { return (x + P - 1) / P * P; };
-  const Index requested_q = config.block_q > 0 ? config.block_q : flash_default_block_q<Compute>();
-  const Index requested_k = config.block_k > 0 ? config.block_k : flash_default_block_k<Compute>();
-  const Index block_q = round_up(std::min({requested_q, flash_max_block_q, n_q}));
-  const Index block_k = round_up(std::min({requested_k, flash_max_block_k, n_k}));
   std::vector<FlashHead<In>> heads;
   heads.reserve(static_cast<std::size_t>(q_heads));
   const Index group = q_heads / kv_heads;
   for (Index h = 0; h < q_heads; ++h) {
     const Index g = h / group;
     const Policy ph = policy_for_head(policy, h, q_heads);
-    heads.push_back(FlashHead<In>{In{qr.data() + h * n_q * qr.outerStride(), qr.outerStride(),
-                                     kr.data() + g * n_k * kr.outerStride(), kr.outerStride(),
-                                     vr.data() + g * n_k * vr.outerStride(), vr.outerStride(), n_q, pb.d, pb.d_v,
-                                     first, pb.mask, ph.template kernel<Compute>(pb)},
-                                  out + h * n_q * ldo, ldo, lse + h * n_q});
+    heads.push_back(FlashHead<In>{
+        In{qr.data() + h * n_q * qr.outerStride(), qr.outerStride(), kr.data() + g * n_k * kr.outerStride(),
+           kr.outerStride(), vr.data() + g * n_k * vr.outerStride(), vr.outerStride(), n_q, pb.d, pb.d_v,
+           first, pb.mask, ph.template kernel<Compute>(pb)},
+        out + h * n_q * ldo, ldo, lse + h * n_q});
   }
-  flash_run(heads, ranges, block_q, block_k, resolve_threads(config.threads));
+  flash_run(heads, ranges, tiling.block_q, tiling.block_k, tiling.threads);
+}
+
+template <typename Compute>
+FlashTiling flash_tiling(const char* where, const FlashConfig& config, Index n_q, Index n_k) {
+  if (config.threads < 0 || config.block_q < 0 || config.block_k < 0 || config.threads > flash_max_threads)
+    fail(where, ": config threads = ", config.threads, ", block_q = ", config.block_q,
+         ", block_k = ", config.block_k, " must be >= 0 (0 = automatic), threads <= ", flash_max_threads);
+  constexpr int P = FlashPacket<Compute>::size;
+  const auto round_up = [](Index x) { return (x + P - 1) / P * P; };
+  const Index requested_q = config.block_q > 0 ? config.block_q : flash_default_block_q<Compute>();
+  const Index requested_k = config.block_k > 0 ? config.block_k : flash_default_block_k<Compute>();
+  return {round_up(std::min({requested_q, flash_max_block_q, n_q})),
+          round_up(std::min({requested_k, flash_max_block_k, n_k})), resolve_threads(config.threads)};
 }
 
 }  // namespace detail
@@ -247,9 +269,11 @@ template <typename Compute = void, typename DQ, typename DK, typename DV, typena
 void flash_attention_partial_into(
     const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
     const KeySet& keys,
-    Eigen::Ref<RowMatrix<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<RowMatrix<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         out,
-    Eigen::Ref<Vector<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<Vector<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         lse,
     const AttentionOptions& options = {}, const FlashConfig& config = {}, const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
@@ -259,10 +283,12 @@ void flash_attention_partial_into(
 
 /// As flash_attention_partial_into, returning the result.
 template <typename Compute = void, typename DQ, typename DK, typename DV, typename Policy = DotProductScore>
-AttentionResult<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
+AttentionResult<
+    detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
 flash_attention_partial(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
-                        const Eigen::MatrixBase<DV>& v, const KeySet& keys, const AttentionOptions& options = {},
-                        const FlashConfig& config = {}, const Policy& policy = {}) {
+                        const Eigen::MatrixBase<DV>& v, const KeySet& keys,
+                        const AttentionOptions& options = {}, const FlashConfig& config = {},
+                        const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   AttentionResult<C> r{RowMatrix<C>(q.rows(), v.cols()), Vector<C>(q.rows())};
   flash_attention_partial_into<C>(q, k, v, keys, r.output, r.lse, options, config, policy);
@@ -277,9 +303,11 @@ flash_attention_partial(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<
 template <typename Compute = void, typename DQ, typename DK, typename DV, typename Policy = DotProductScore>
 void flash_attention_into(
     const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-    Eigen::Ref<RowMatrix<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<RowMatrix<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         out,
-    Eigen::Ref<Vector<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<Vector<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         lse,
     const AttentionOptions& options = {}, const FlashConfig& config = {}, const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
@@ -295,12 +323,15 @@ void flash_attention_into(
 /// \code
 ///   auto r = attnkit::flash_attention(q, k, v, {attnkit::Mask::causal()});
 ///   auto one_thread = attnkit::flash_attention(q, k, v, {}, attnkit::FlashConfig{1});
-///   auto windowed = attnkit::flash_attention(q, k, v, {attnkit::Mask::causal().with_window(4096).with_sinks(4)});
+///   auto windowed = attnkit::flash_attention(q, k, v,
+///   {attnkit::Mask::causal().with_window(4096).with_sinks(4)});
 /// \endcode
 template <typename Compute = void, typename DQ, typename DK, typename DV, typename Policy = DotProductScore>
-AttentionResult<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
-flash_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-                const AttentionOptions& options = {}, const FlashConfig& config = {}, const Policy& policy = {}) {
+AttentionResult<
+    detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
+flash_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
+                const Eigen::MatrixBase<DV>& v, const AttentionOptions& options = {},
+                const FlashConfig& config = {}, const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   AttentionResult<C> r{RowMatrix<C>(q.rows(), v.cols()), Vector<C>(q.rows())};
   flash_attention_into<C>(q, k, v, r.output, r.lse, options, config, policy);

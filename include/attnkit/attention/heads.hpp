@@ -53,14 +53,17 @@ template <typename Compute = void, typename DQ, typename DK, typename DV, typena
 void flash_attention_heads_into(
     const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
     const HeadLayout& heads,
-    Eigen::Ref<RowMatrix<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<RowMatrix<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         out,
-    Eigen::Ref<Vector<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<Vector<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         lse,
     const AttentionOptions& options = {}, const FlashConfig& config = {}, const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   detail::flash_call<C>("flash_attention_heads", q, k, v, heads.q_heads, heads.kv_heads, nullptr, out.data(),
-                        out.rows(), out.cols(), out.outerStride(), lse.data(), lse.size(), options, config, policy);
+                        out.rows(), out.cols(), out.outerStride(), lse.data(), lse.size(), options, config,
+                        policy);
 }
 
 /// As flash_attention_heads_into over a key subset of every key/value head
@@ -69,14 +72,17 @@ template <typename Compute = void, typename DQ, typename DK, typename DV, typena
 void flash_attention_heads_partial_into(
     const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
     const HeadLayout& heads, const KeySet& keys,
-    Eigen::Ref<RowMatrix<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<RowMatrix<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         out,
-    Eigen::Ref<Vector<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<Vector<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         lse,
     const AttentionOptions& options = {}, const FlashConfig& config = {}, const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
-  detail::flash_call<C>("flash_attention_heads_partial", q, k, v, heads.q_heads, heads.kv_heads, &keys, out.data(),
-                        out.rows(), out.cols(), out.outerStride(), lse.data(), lse.size(), options, config, policy);
+  detail::flash_call<C>("flash_attention_heads_partial", q, k, v, heads.q_heads, heads.kv_heads, &keys,
+                        out.data(), out.rows(), out.cols(), out.outerStride(), lse.data(), lse.size(),
+                        options, config, policy);
 }
 
 /// Multi-head exact attention with the fused kernel.
@@ -89,9 +95,11 @@ void flash_attention_heads_partial_into(
 ///   auto r = attnkit::flash_attention_heads(q, k, v, {32, 8}, {attnkit::Mask::causal()});
 /// \endcode
 template <typename Compute = void, typename DQ, typename DK, typename DV, typename Policy = DotProductScore>
-AttentionResult<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
-flash_attention_heads(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-                      const HeadLayout& heads, const AttentionOptions& options = {}, const FlashConfig& config = {},
+AttentionResult<
+    detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
+flash_attention_heads(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
+                      const Eigen::MatrixBase<DV>& v, const HeadLayout& heads,
+                      const AttentionOptions& options = {}, const FlashConfig& config = {},
                       const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   AttentionResult<C> r{RowMatrix<C>(q.rows(), v.cols()), Vector<C>(q.rows())};
@@ -148,9 +156,9 @@ AttentionResult<typename DQ::Scalar> reference_attention_heads(const Eigen::Matr
   ATTNKIT_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(team))
   for (Index h = 0; h < heads.q_heads; ++h) {
     const Index g = heads.kv_head(h);
-    const AttentionResult<Scalar> one =
-        reference_attention(qr.middleRows(h * n_q, n_q), kr.middleRows(g * n_k, n_k), vr.middleRows(g * n_k, n_k),
-                            options, detail::policy_for_head(policy, h, heads.q_heads));
+    const AttentionResult<Scalar> one = reference_attention(
+        qr.middleRows(h * n_q, n_q), kr.middleRows(g * n_k, n_k), vr.middleRows(g * n_k, n_k), options,
+        detail::policy_for_head(policy, h, heads.q_heads));
     r.output.middleRows(h * n_q, n_q) = one.output;
     r.lse.segment(h * n_q, n_q) = one.lse;
   }

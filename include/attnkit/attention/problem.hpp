@@ -81,7 +81,8 @@ struct AttentionProblem {
 template <typename DQ, typename DK, typename DV>
 AttentionProblem make_attention_problem(const char* where, const Eigen::MatrixBase<DQ>& q,
                                         const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-                                        const AttentionOptions& options, std::optional<Index> n_positions = {}) {
+                                        const AttentionOptions& options,
+                                        std::optional<Index> n_positions = {}) {
   detail::require_non_empty(where, "Q", q);
   detail::require_non_empty(where, "K", k);
   detail::require_non_empty(where, "V", v);

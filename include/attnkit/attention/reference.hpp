@@ -44,12 +44,14 @@ inline VisibleKeys visible_keys(const MaskLayout& mask, Index i) {
 /// Logits of one query row over its visible keys (wide type), sinks first,
 /// into the first count() entries of `logits`.
 template <typename Wide, typename Policy>
-void reference_logits(const RowMatrix<Wide>& qw, const RowMatrix<Wide>& kw, Wide scale, const MaskLayout& mask,
-                      Index i, const VisibleKeys& vk, const Policy& policy, Vector<Wide>& logits) {
+void reference_logits(const RowMatrix<Wide>& qw, const RowMatrix<Wide>& kw, Wide scale,
+                      const MaskLayout& mask, Index i, const VisibleKeys& vk, const Policy& policy,
+                      Vector<Wide>& logits) {
   const Index nb = vk.band_end - vk.band_begin;
   if constexpr (is_dot_product_v<Policy>) {
     if (vk.n_sink > 0) logits.head(vk.n_sink).noalias() = kw.topRows(vk.n_sink) * qw.row(i).transpose();
-    if (nb > 0) logits.segment(vk.n_sink, nb).noalias() = kw.middleRows(vk.band_begin, nb) * qw.row(i).transpose();
+    if (nb > 0)
+      logits.segment(vk.n_sink, nb).noalias() = kw.middleRows(vk.band_begin, nb) * qw.row(i).transpose();
     logits.head(vk.count()) *= scale;
   } else {
     const Index qpos = mask.query_position(i), d = qw.cols();

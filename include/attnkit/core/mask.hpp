@@ -79,7 +79,8 @@ inline const char* mask_kind_names() {
 /// optional sliding window and a number of attention sinks.
 struct Mask {
   Mask() = default;
-  Mask(MaskKind k, std::optional<Index> off = std::nullopt, std::optional<Index> w = std::nullopt, Index s = 0)
+  Mask(MaskKind k, std::optional<Index> off = std::nullopt, std::optional<Index> w = std::nullopt,
+       Index s = 0)
       : kind(k), offset(off), window(w), sinks(s) {}
 
   MaskKind kind = MaskKind::none;

@@ -114,8 +114,9 @@ struct PrunedCacheMemory {
 template <typename Scalar, typename Storage = Scalar>
 class PrunedKeyCache {
   static_assert(std::is_floating_point_v<Scalar>, "PrunedKeyCache needs a floating-point Scalar");
-  static_assert(std::is_same_v<Storage, Scalar> || (detail::is_16bit_float_v<Storage> && std::is_same_v<Scalar, float>),
-                "PrunedKeyCache stores its keys as Scalar, or as Eigen::half / Eigen::bfloat16 with Scalar = float");
+  static_assert(
+      std::is_same_v<Storage, Scalar> || (detail::is_16bit_float_v<Storage> && std::is_same_v<Scalar, float>),
+      "PrunedKeyCache stores its keys as Scalar, or as Eigen::half / Eigen::bfloat16 with Scalar = float");
 
  public:
   using Wide = detail::wider_t<Scalar>;
@@ -221,7 +222,8 @@ class PrunedKeyCache {
   ///         queries or values, a bad scale or mask, or a bad config.
   template <typename DQ, typename DV>
   AttentionResult<Scalar> attention(const Eigen::MatrixBase<DQ>& queries, const Eigen::MatrixBase<DV>& values,
-                                    const AttentionOptions& options = {}, const FlashConfig& config = {}) const {
+                                    const AttentionOptions& options = {},
+                                    const FlashConfig& config = {}) const {
     static_assert(std::is_same_v<typename DV::Scalar, Scalar>, "values must have the cache's Scalar type");
     const char* where = "PrunedKeyCache::attention";
     check_queries(where, queries);
@@ -250,7 +252,8 @@ class PrunedKeyCache {
       KeySet keys;
       keys.first_position = n_c;
       keys.sequence_length = size();
-      AttentionResult<Scalar> window = flash_attention_partial(q, window_.view(), v.bottomRows(n_w), keys, part, config);
+      AttentionResult<Scalar> window =
+          flash_attention_partial(q, window_.view(), v.bottomRows(n_w), keys, part, config);
       if (result)
         merge_attention_into(*result, window);
       else

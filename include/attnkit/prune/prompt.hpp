@@ -123,22 +123,24 @@ namespace detail {
 /// window queries stacked (heads w x D); the weights are the sum of the
 /// heads' weights.
 template <typename DQ, typename DK>
-PrunedPrompt<typename DQ::Scalar> prune_prompt_heads(const char* where, const Eigen::MatrixBase<DQ>& window_queries,
-                                                     Index heads, const Eigen::MatrixBase<DK>& prompt_keys,
+PrunedPrompt<typename DQ::Scalar> prune_prompt_heads(const char* where,
+                                                     const Eigen::MatrixBase<DQ>& window_queries, Index heads,
+                                                     const Eigen::MatrixBase<DK>& prompt_keys,
                                                      const PruneOptions& options) {
   using Scalar = typename DQ::Scalar;
   static_assert(std::is_same_v<Scalar, typename DK::Scalar>, "queries and keys must share one Scalar type");
   detail::require_non_empty(where, "window queries", window_queries);
   detail::require_non_empty(where, "prompt keys", prompt_keys);
   if (heads < 1 || window_queries.rows() % heads != 0)
-    detail::fail(where, ": window queries ", detail::shape(window_queries), " do not split into heads = ", heads,
-                 " blocks of equal rows");
+    detail::fail(where, ": window queries ", detail::shape(window_queries),
+                 " do not split into heads = ", heads, " blocks of equal rows");
   if (window_queries.cols() != prompt_keys.cols())
     detail::fail(where, ": window queries ", detail::shape(window_queries), " and prompt keys ",
                  detail::shape(prompt_keys), " must have the same width D");
   const Index w = window_queries.rows() / heads;
   if (w > prompt_keys.rows())
-    detail::fail(where, ": the window (w = ", w, ") is longer than the prompt (n0 = ", prompt_keys.rows(), ")");
+    detail::fail(where, ": the window (w = ", w, ") is longer than the prompt (n0 = ", prompt_keys.rows(),
+                 ")");
   detail::check_prune_options(where, options);
   const Index d = prompt_keys.cols(), n0 = prompt_keys.rows();
   const Index kept = kept_dimension_count(d, options.ratio);
@@ -217,8 +219,8 @@ PrunedPrompt<typename DQ::Scalar> prune_prompt(const Eigen::MatrixBase<DQ>& wind
 ///         window_queries do not split into `heads` blocks.
 /// Cost: prune_prompt's, with the attention weights once per head.
 template <typename DQ, typename DK>
-PrunedPrompt<typename DQ::Scalar> prune_prompt_shared(const Eigen::MatrixBase<DQ>& window_queries, Index heads,
-                                                      const Eigen::MatrixBase<DK>& prompt_keys,
+PrunedPrompt<typename DQ::Scalar> prune_prompt_shared(const Eigen::MatrixBase<DQ>& window_queries,
+                                                      Index heads, const Eigen::MatrixBase<DK>& prompt_keys,
                                                       const PruneOptions& options = {}) {
   return detail::prune_prompt_heads("prune_prompt_shared", window_queries, heads, prompt_keys, options);
 }

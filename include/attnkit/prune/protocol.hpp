@@ -137,8 +137,10 @@ RowMatrix<typename DQ::Scalar> exact_outputs_checked(const Eigen::MatrixBase<DQ>
 /// The exact outputs of every head's judged queries (heads n_j x d_v).
 template <typename DQ, typename DK, typename DV>
 RowMatrix<typename DQ::Scalar> exact_outputs_heads(const Eigen::MatrixBase<DQ>& q, Index heads,
-                                                   const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-                                                   const PruneProtocolOptions& options, const ProtocolLayout& l) {
+                                                   const Eigen::MatrixBase<DK>& k,
+                                                   const Eigen::MatrixBase<DV>& v,
+                                                   const PruneProtocolOptions& options,
+                                                   const ProtocolLayout& l) {
   const Index n_j = l.n - l.first_judged;
   RowMatrix<typename DQ::Scalar> out(heads * n_j, v.cols());
   for (Index h = 0; h < heads; ++h)
@@ -223,7 +225,8 @@ std::vector<PruneProtocolResult<typename DQ::Scalar>> run_protocol_heads_checked
           count += static_cast<long double>(visible);
         }
       }
-      results[static_cast<std::size_t>(h)].logit_rmse = count > 0 ? static_cast<double>(std::sqrt(sum / count)) : 0.0;
+      results[static_cast<std::size_t>(h)].logit_rmse =
+          count > 0 ? static_cast<double>(std::sqrt(sum / count)) : 0.0;
     }
   }
 
@@ -232,7 +235,8 @@ std::vector<PruneProtocolResult<typename DQ::Scalar>> run_protocol_heads_checked
   if (l.n0 != l.n && !options.compress_new_keys) cache.append(k.bottomRows(n_j));
   if (!options.compress_new_keys || l.n0 == l.n) {
     for (Index h = 0; h < heads; ++h)
-      results[static_cast<std::size_t>(h)].output = cache.attention(qj[static_cast<std::size_t>(h)], v, causal).output;
+      results[static_cast<std::size_t>(h)].output =
+          cache.attention(qj[static_cast<std::size_t>(h)], v, causal).output;
   } else {
     for (Index h = 0; h < heads; ++h)
       results[static_cast<std::size_t>(h)].output.resize(n_j, v.cols());
@@ -324,8 +328,8 @@ PruneProtocolResult<typename DQ::Scalar> run_prune_protocol(const Eigen::MatrixB
 ///         not heads * n.
 template <typename DQ, typename DK, typename DV>
 std::vector<PruneProtocolResult<typename DQ::Scalar>> run_prune_protocol_shared(
-    const Eigen::MatrixBase<DQ>& q, Index heads, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
-    const PruneProtocolOptions& options = {}) {
+    const Eigen::MatrixBase<DQ>& q, Index heads, const Eigen::MatrixBase<DK>& k,
+    const Eigen::MatrixBase<DV>& v, const PruneProtocolOptions& options = {}) {
   const char* where = "run_prune_protocol_shared";
   const detail::ProtocolLayout l = detail::check_protocol(where, q, k, v, options, heads);
   return detail::run_protocol_heads_checked(where, q, heads, k, v, options,

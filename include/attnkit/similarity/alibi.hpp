@@ -99,7 +99,8 @@ struct AlibiScore {
 
   template <typename C>
   Kernel<C> kernel(const AttentionProblem& pb) const {
-    return {static_cast<C>(pb.scale * detail::log2e), static_cast<C>(slope.value_or(alibi_slope(0, 1)) * detail::log2e)};
+    return {static_cast<C>(pb.scale * detail::log2e),
+            static_cast<C>(slope.value_or(alibi_slope(0, 1)) * detail::log2e)};
   }
 };
 

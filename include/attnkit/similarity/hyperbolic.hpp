@@ -62,7 +62,8 @@ struct HyperbolicScore {
       detail::fail(where, ": HyperbolicScore curvature c = ", curvature, " must be finite and > 0");
     if (!(std::isfinite(tau) && tau > 0))
       detail::fail(where, ": HyperbolicScore tau = ", tau, " must be finite and > 0");
-    if (!(margin > 0 && margin < 1)) detail::fail(where, ": HyperbolicScore margin = ", margin, " must be in (0, 1)");
+    if (!(margin > 0 && margin < 1))
+      detail::fail(where, ": HyperbolicScore margin = ", margin, " must be in (0, 1)");
     if (options.scale)
       detail::fail(where, ": HyperbolicScore sets its own temperature (tau = ", tau, "); leave the scale (",
                    *options.scale, ") unset");
@@ -149,8 +150,8 @@ struct HyperbolicScore {
 
   template <typename C>
   Kernel<C> kernel(const AttentionProblem&) const {
-    return {static_cast<C>((1 - margin) / std::sqrt(curvature)), static_cast<C>(curvature), static_cast<C>(2 * curvature),
-            static_cast<C>(-detail::log2e / (tau * std::sqrt(curvature)))};
+    return {static_cast<C>((1 - margin) / std::sqrt(curvature)), static_cast<C>(curvature),
+            static_cast<C>(2 * curvature), static_cast<C>(-detail::log2e / (tau * std::sqrt(curvature)))};
   }
 };
 

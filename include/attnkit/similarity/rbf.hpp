@@ -37,7 +37,8 @@ struct RbfScore {
   static constexpr bool transforms = true;
 
   void check(const char* where, const AttentionProblem&, const AttentionOptions& options) const {
-    if (!(std::isfinite(tau) && tau > 0)) detail::fail(where, ": RbfScore tau = ", tau, " must be finite and > 0");
+    if (!(std::isfinite(tau) && tau > 0))
+      detail::fail(where, ": RbfScore tau = ", tau, " must be finite and > 0");
     if (options.scale)
       detail::fail(where, ": RbfScore sets its own temperature (tau = ", tau, "); leave the scale (",
                    *options.scale, ") unset");

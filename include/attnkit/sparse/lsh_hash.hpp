@@ -28,7 +28,6 @@
 
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
-#include "attnkit/detail/check.hpp"
 #include "attnkit/detail/random.hpp"
 
 namespace attnkit {

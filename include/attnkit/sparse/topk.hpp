@@ -136,8 +136,8 @@ struct TopkWorkspace {
 /// written as output row and natural-log lse (+ the row constant).
 template <typename In>
 void topk_finish_row(const In& in, const TopkHeap<typename In::Compute>& h, typename In::Compute constant,
-                     TopkWorkspace<typename In::Compute>& ws, typename In::Compute* out, typename In::Compute* lse,
-                     Index* selected, Index k) {
+                     TopkWorkspace<typename In::Compute>& ws, typename In::Compute* out,
+                     typename In::Compute* lse, Index* selected, Index k) {
   using C = typename In::Compute;
   constexpr C inf = std::numeric_limits<C>::infinity();
   if (selected) {
@@ -228,15 +228,14 @@ void topk_block(const In& in, Index n_keys, Index i0, Index i1, Index k, Index b
 template <typename Compute, typename DQ, typename DK, typename DV, typename Policy>
 void topk_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                const Eigen::MatrixBase<DV>& v, const TopkOptions& topk, Compute* out, Index ldo, Compute* lse,
-               Index* selected, const AttentionOptions& options, const FlashConfig& config, const Policy& policy) {
+               Index* selected, const AttentionOptions& options, const FlashConfig& config,
+               const Policy& policy) {
   using SQ = typename DQ::Scalar;
   using SK = typename DK::Scalar;
   using SV = typename DV::Scalar;
   const AttentionProblem pb = make_attention_problem(where, q, k, v, options);
   if (topk.k < 1) fail(where, ": k = ", topk.k, " must be >= 1");
-  if (config.threads < 0 || config.block_q < 0 || config.block_k < 0 || config.threads > flash_max_threads)
-    fail(where, ": config threads = ", config.threads, ", block_q = ", config.block_q,
-         ", block_k = ", config.block_k, " must be >= 0 (0 = automatic), threads <= ", flash_max_threads);
+  const FlashTiling tiling = flash_tiling<Compute>(where, config, pb.n_q, pb.n_k);
   policy.check(where, pb, options);
   const Index kk = std::min(topk.k, pb.n_k);
   checked_product("topk_attention", "block_q x k", flash_max_block_q, kk);
@@ -244,16 +243,15 @@ void topk_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::M
   const Eigen::Ref<const RowMatrix<SK>> kr(k);
   const Eigen::Ref<const RowMatrix<SV>> vr(v);
   using In = FlashInputs<Compute, SQ, SK, SV, Policy>;
-  const In in{qr.data(), qr.outerStride(), kr.data(), kr.outerStride(), vr.data(), vr.outerStride(),
-              pb.n_q,    pb.d,           pb.d_v,    0,                pb.mask,   policy.template kernel<Compute>(pb)};
-  constexpr int P = FlashPacket<Compute>::size;
-  const auto round_up = [](Index x) { return (x + P - 1) / P * P; };
-  const Index requested_q = config.block_q > 0 ? config.block_q : flash_default_block_q<Compute>();
-  const Index requested_k = config.block_k > 0 ? config.block_k : flash_default_block_k<Compute>();
-  const Index block_q = round_up(std::min({requested_q, flash_max_block_q, pb.n_q}));
-  const Index block_k = round_up(std::min({requested_k, flash_max_block_k, pb.n_k}));
+  const In in{qr.data(), qr.outerStride(),
+              kr.data(), kr.outerStride(),
+              vr.data(), vr.outerStride(),
+              pb.n_q,    pb.d,
+              pb.d_v,    0,
+              pb.mask,   policy.template kernel<Compute>(pb)};
+  const Index block_q = tiling.block_q, block_k = tiling.block_k;
   const Index blocks = (pb.n_q + block_q - 1) / block_q;
-  const int team = static_cast<int>(std::min<Index>(resolve_threads(config.threads), blocks));
+  const int team = static_cast<int>(std::min<Index>(tiling.threads, blocks));
   std::vector<TopkWorkspace<Compute>> workspaces(static_cast<std::size_t>(team));
   for (auto& ws : workspaces)
     ws.reserve(pb.d, pb.d_v, block_q, block_k, kk, In::key_terms, In::query_terms,
@@ -283,18 +281,22 @@ template <typename Compute = void, typename DQ, typename DK, typename DV, typena
 void topk_attention_into(
     const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
     const TopkOptions& topk,
-    Eigen::Ref<RowMatrix<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<RowMatrix<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         out,
-    Eigen::Ref<Vector<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
+    Eigen::Ref<Vector<
+        detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>>
         lse,
     const AttentionOptions& options = {}, const FlashConfig& config = {}, const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   const char* where = "topk_attention";
   if (out.rows() != q.rows() || out.cols() != v.cols())
-    detail::fail(where, ": out ", detail::shape(out), " must be (n_q x d_v) = (", q.rows(), " x ", v.cols(), ")");
-  if (lse.size() != q.rows()) detail::fail(where, ": lse has ", lse.size(), " entries, needs n_q = ", q.rows());
-  detail::topk_call<C>(where, q, k, v, topk, out.data(), out.outerStride(), lse.data(), nullptr, options, config,
-                       policy);
+    detail::fail(where, ": out ", detail::shape(out), " must be (n_q x d_v) = (", q.rows(), " x ", v.cols(),
+                 ")");
+  if (lse.size() != q.rows())
+    detail::fail(where, ": lse has ", lse.size(), " entries, needs n_q = ", q.rows());
+  detail::topk_call<C>(where, q, k, v, topk, out.data(), out.outerStride(), lse.data(), nullptr, options,
+                       config, policy);
 }
 
 /// Top-k attention (see the file comment).
@@ -303,7 +305,8 @@ void topk_attention_into(
 ///   auto r = attnkit::topk_attention(q, k, v, {64}, {attnkit::Mask::causal()});
 /// \endcode
 template <typename Compute = void, typename DQ, typename DK, typename DV, typename Policy = DotProductScore>
-AttentionResult<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
+AttentionResult<
+    detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
 topk_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k, const Eigen::MatrixBase<DV>& v,
                const TopkOptions& topk, const AttentionOptions& options = {}, const FlashConfig& config = {},
                const Policy& policy = {}) {
@@ -326,8 +329,9 @@ struct TopkSelection {
 template <typename Compute = void, typename DQ, typename DK, typename DV, typename Policy = DotProductScore>
 TopkSelection<detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>>
 topk_attention_selection(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
-                         const Eigen::MatrixBase<DV>& v, const TopkOptions& topk, const AttentionOptions& options = {},
-                         const FlashConfig& config = {}, const Policy& policy = {}) {
+                         const Eigen::MatrixBase<DV>& v, const TopkOptions& topk,
+                         const AttentionOptions& options = {}, const FlashConfig& config = {},
+                         const Policy& policy = {}) {
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   TopkSelection<C> s{RowMatrix<Index>(q.rows(), std::max<Index>(1, std::min(topk.k, k.rows()))),
                      {RowMatrix<C>(q.rows(), v.cols()), Vector<C>(q.rows())}};

@@ -50,10 +50,12 @@ GroupedWorkload<Scalar> make_grouped_workload(WorkloadKind kind, const WorkloadS
   if (q_heads > kv_heads && shape.d % 2 != 0)
     detail::fail(where, ": d = ", shape.d, " must be even to turn pairs of dimensions");
   const Index group = q_heads / kv_heads, n_q = shape.n_q, n_k = shape.n_k, d = shape.d;
-  GroupedWorkload<Scalar> g{q_heads, kv_heads,
-                            {RowMatrix<Scalar>(detail::checked_product(where, "q_heads x n_q", q_heads, n_q), d),
-                             RowMatrix<Scalar>(detail::checked_product(where, "kv_heads x n_k", kv_heads, n_k), d),
-                             RowMatrix<Scalar>(kv_heads * n_k, shape.d_v)}};
+  GroupedWorkload<Scalar> g{
+      q_heads,
+      kv_heads,
+      {RowMatrix<Scalar>(detail::checked_product(where, "q_heads x n_q", q_heads, n_q), d),
+       RowMatrix<Scalar>(detail::checked_product(where, "kv_heads x n_k", kv_heads, n_k), d),
+       RowMatrix<Scalar>(kv_heads * n_k, shape.d_v)}};
   const RotaryLayout layout = RotaryOptions{}.layout;
   for (Index kv = 0; kv < kv_heads; ++kv) {
     const Workload<Scalar> w = make_workload<Scalar>(kind, shape, seed + static_cast<std::uint64_t>(kv));
@@ -65,8 +67,8 @@ GroupedWorkload<Scalar> make_grouped_workload(WorkloadKind kind, const WorkloadS
       if (r > 0) {
         detail::Random rng(seed + 7919 * static_cast<std::uint64_t>(kv + 1) + static_cast<std::uint64_t>(r));
         for (Index p = 0; p < d / 2; ++p) {
-          const auto [c1, c2] =
-              kind == WorkloadKind::llm_like ? rotary_pair_dims(p, d, layout) : std::pair<Index, Index>{2 * p, 2 * p + 1};
+          const auto [c1, c2] = kind == WorkloadKind::llm_like ? rotary_pair_dims(p, d, layout)
+                                                               : std::pair<Index, Index>{2 * p, 2 * p + 1};
           const double angle = 6.283185307179586476925286766559 * rng.uniform();
           const double c = std::cos(angle), s = std::sin(angle);
           const Eigen::VectorXd x = q0.col(c1), y = q0.col(c2);

@@ -188,7 +188,8 @@ void decode_block(const In& in, Index i0, Index i1, const KeyRange* segs, int ns
   }
 
   for (Index i = 0; i < rows; ++i)
-    finish_row(m[i], l[i], o + i * d_v, 1, d_v, ws.qconst[static_cast<std::size_t>(i)], out + i * ldo, lse + i);
+    finish_row(m[i], l[i], o + i * d_v, 1, d_v, ws.qconst[static_cast<std::size_t>(i)], out + i * ldo,
+               lse + i);
 }
 
 }  // namespace attnkit::detail

@@ -88,7 +88,8 @@ void block_begin(const In& in, Index i0, const BlockShape& b, FlashWorkspace<typ
 /// Phase 1 (micro-kernel A and the policy's transform): S^T for the keys at
 /// positions [j0, j0 + nk) into st.
 template <typename In>
-void tile_scores(const In& in, const BlockShape& b, Index j0, Index nk, FlashWorkspace<typename In::Compute>& ws) {
+void tile_scores(const In& in, const BlockShape& b, Index j0, Index nk,
+                 FlashWorkspace<typename In::Compute>& ws) {
   using C = typename In::Compute;
   constexpr int P = FlashPacket<C>::size, MR = FlashPacket<C>::mr, NR = FlashPacket<C>::nr;
   tile_key_terms(in, j0, nk, ws);
@@ -100,9 +101,9 @@ void tile_scores(const In& in, const BlockShape& b, Index j0, Index nk, FlashWor
         const int c = static_cast<int>(std::min<Index>(NR, b.npk - pq));
         dispatch_rows<MR>(r, [&](auto R) {
           dispatch_rows<NR>(c, [&](auto CC) {
-            qk_micro_bf16<decltype(R)::value, decltype(CC)::value>(in.key_row(j0 + jr), in.ldk, in.d,
-                                                                   ws.qt2.data() + pq * P, b.bq, in.score.factor,
-                                                                   ws.st.data() + jr * b.bq + pq * P);
+            qk_micro_bf16<decltype(R)::value, decltype(CC)::value>(
+                in.key_row(j0 + jr), in.ldk, in.d, ws.qt2.data() + pq * P, b.bq, in.score.factor,
+                ws.st.data() + jr * b.bq + pq * P);
           });
         });
       }
@@ -124,11 +125,11 @@ void tile_scores(const In& in, const BlockShape& b, Index j0, Index nk, FlashWor
       dispatch_rows<MR>(r, [&](auto R) {
         dispatch_rows<NR>(c, [&](auto CC) {
           if constexpr (staged)
-            qk_micro<decltype(R)::value, decltype(CC)::value>(in, ws.kstage.data() + jr * in.d, in.d, qcol, b.bq,
-                                                              srow, kt, ws.block_k, qterms);
+            qk_micro<decltype(R)::value, decltype(CC)::value>(in, ws.kstage.data() + jr * in.d, in.d, qcol,
+                                                              b.bq, srow, kt, ws.block_k, qterms);
           else
-            qk_micro<decltype(R)::value, decltype(CC)::value>(in, in.key_row(j0 + jr), in.ldk, qcol, b.bq, srow, kt,
-                                                              ws.block_k, qterms);
+            qk_micro<decltype(R)::value, decltype(CC)::value>(in, in.key_row(j0 + jr), in.ldk, qcol, b.bq,
+                                                              srow, kt, ws.block_k, qterms);
         });
       });
     }
@@ -149,7 +150,7 @@ inline bool tile_is_full(const MaskLayout& mask, Index i0, Index rows, Index j0,
 /// only) or 2 (upper bounds too).
 template <typename In>
 int tile_mask(const In& in, Index i0, const BlockShape& b, Index j0, Index nk,
-               FlashWorkspace<typename In::Compute>& ws) {
+              FlashWorkspace<typename In::Compute>& ws) {
   using C = typename In::Compute;
   constexpr C inf = std::numeric_limits<C>::infinity();
   const MaskLayout& mask = in.mask;
@@ -211,7 +212,8 @@ void tile_accumulate(const In& in, const BlockShape& b, Index j0, Index nk, int 
             pv_micro<RR, NC, 2>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(),
                                 ws.last_lane.data());
           else if (masked == 1)
-            pv_micro<RR, NC, 1>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(), nullptr);
+            pv_micro<RR, NC, 1>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, ws.first_lane.data(),
+                                nullptr);
           else
             pv_micro<RR, NC, 0>(vtile + cr, ldv, pcol, b.bq, nk, ocol, acol, lcol, nullptr, nullptr);
         });

@@ -101,7 +101,8 @@ void flash_run(const std::vector<FlashHead<In>>& heads, const std::vector<KeyRan
   const Index parts = checked_product("flash_attention", "key chunks x heads", splits - 1, n_heads);
   std::vector<C, Eigen::aligned_allocator<C>> part_o(
       static_cast<std::size_t>(checked_product("flash_attention", "partial outputs", parts, head_out)));
-  std::vector<C> part_lse(static_cast<std::size_t>(checked_product("flash_attention", "partial lse", parts, n_q)));
+  std::vector<C> part_lse(
+      static_cast<std::size_t>(checked_product("flash_attention", "partial lse", parts, n_q)));
   std::vector<FlashWorkspace<C>> workspaces(static_cast<std::size_t>(team));
   std::vector<std::vector<KeyRange>> segments(static_cast<std::size_t>(team));
   for (std::size_t t = 0; t < workspaces.size(); ++t) {
@@ -142,8 +143,8 @@ void flash_run(const std::vector<FlashHead<In>>& heads, const std::vector<KeyRan
     for (Index h = 0; h < n_heads; ++h) {
       const FlashHead<In>& head = heads[static_cast<std::size_t>(h)];
       const Index p = (s - 1) * n_heads + h;
-      merge_rows(head.out, head.ldo, head.lse, part_o.data() + p * head_out, d_v, part_lse.data() + p * n_q, n_q,
-                 d_v);
+      merge_rows(head.out, head.ldo, head.lse, part_o.data() + p * head_out, d_v, part_lse.data() + p * n_q,
+                 n_q, d_v);
     }
 }
 

@@ -120,7 +120,8 @@ struct FlashInputs {
   using StoredQ = SQ;
   using StoredK = SK;
   using StoredV = SV;
-  using Score = decltype(std::declval<const Policy&>().template kernel<Compute>(std::declval<AttentionProblem>()));
+  using Score =
+      decltype(std::declval<const Policy&>().template kernel<Compute>(std::declval<AttentionProblem>()));
   static constexpr int key_terms = Policy::key_terms;
   static constexpr int query_terms = Policy::query_terms;
   static constexpr bool transforms = Policy::transforms;
@@ -147,8 +148,12 @@ struct FlashInputs {
   MaskLayout mask;
   Score score;
 
-  const SK* key_row(Index j) const { return k + (j - key_position) * ldk; }
-  const SV* value_row(Index j) const { return v + (j - key_position) * ldv; }
+  const SK* key_row(Index j) const {
+    return k + (j - key_position) * ldk;
+  }
+  const SV* value_row(Index j) const {
+    return v + (j - key_position) * ldv;
+  }
 };
 
 /// Per-thread scratch, sized once per call and reused for every block.
@@ -232,7 +237,8 @@ EIGEN_STRONG_INLINE typename In::Compute prepare_query_row(const In& in, Index i
 /// The key terms of keys [j0, j0 + nk) into ws.kterms (term t of key j at
 /// t * block_k + (j - j0)).
 template <typename In>
-EIGEN_STRONG_INLINE void tile_key_terms(const In& in, Index j0, Index nk, FlashWorkspace<typename In::Compute>& ws) {
+EIGEN_STRONG_INLINE void tile_key_terms(const In& in, Index j0, Index nk,
+                                        FlashWorkspace<typename In::Compute>& ws) {
   using C = typename In::Compute;
   if constexpr (In::key_terms > 0) {
     for (Index j = 0; j < nk; ++j) {
@@ -249,9 +255,9 @@ EIGEN_STRONG_INLINE void tile_key_terms(const In& in, Index j0, Index nk, FlashW
 /// (= Bq). kt: the R keys' terms (term t of row r at kt[t * kt_stride + r]);
 /// qt_terms: the packets' query terms (term t at qt_terms[t * ld + p * P]).
 template <int R, int C, typename In, typename SK>
-EIGEN_STRONG_INLINE void qk_micro(const In& in, const SK* k, Index ldk, const typename In::Compute* qt, Index ld,
-                                  typename In::Compute* st, const typename In::Compute* kt, Index kt_stride,
-                                  const typename In::Compute* qt_terms) {
+EIGEN_STRONG_INLINE void qk_micro(const In& in, const SK* k, Index ldk, const typename In::Compute* qt,
+                                  Index ld, typename In::Compute* st, const typename In::Compute* kt,
+                                  Index kt_stride, const typename In::Compute* qt_terms) {
   using Compute = typename In::Compute;
   using Packet = typename FlashPacket<Compute>::Packet;
   constexpr int P = FlashPacket<Compute>::size;

@@ -13,7 +13,6 @@
 
 #include "attnkit/core/types.hpp"
 #include "attnkit/detail/check.hpp"
-#include "attnkit/detail/check.hpp"
 
 namespace attnkit::detail {
 

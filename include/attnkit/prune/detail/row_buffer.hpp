@@ -35,7 +35,8 @@ class RowBuffer {
       reserve(rows_ + n);
       data_.middleRows(rows_, n) = copy;
     } else {
-      data_.middleRows(rows_, n) = m.template cast<Scalar>();  // rows past rows_: never overlap a view of the valid rows
+      data_.middleRows(rows_, n) =
+          m.template cast<Scalar>();  // rows past rows_: never overlap a view of the valid rows
     }
     rows_ += n;
   }

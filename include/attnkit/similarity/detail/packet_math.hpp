@@ -21,7 +21,8 @@ EIGEN_STRONG_INLINE Packet packet_log1p(const Packet& x) {
   const Packet r = ei::pmul(ei::plog(u), ei::pdiv(x, um1));
   // u == 1: log1p(x) = x to within x^2 / 2; u == inf: the quotient is NaN.
   const Packet small = ei::pcmp_eq(u, one);
-  const Packet big = ei::pcmp_eq(u, ei::pset1<Packet>(Eigen::NumTraits<typename ei::unpacket_traits<Packet>::type>::infinity()));
+  const Packet big = ei::pcmp_eq(
+      u, ei::pset1<Packet>(Eigen::NumTraits<typename ei::unpacket_traits<Packet>::type>::infinity()));
   return ei::pselect(small, x, ei::pselect(big, u, r));
 }
 
