@@ -25,6 +25,7 @@
 // The LLM-like aim (lambda = 0.5) over several heads (seeds 1..N):
 //
 //   prune_bench --heads=8 [--d=64|128] [--derotate]
+//   prune_bench --gqa=8x2 [--d=64|128]   shared vs per-query-head selection
 //
 // --derotate undoes the generator's rotary encoding first (a diagnostic).
 // --high-frequency-amplitude=X sets LlmLikeOptions::high_frequency_amplitude of
@@ -51,6 +52,7 @@
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/prune/protocol.hpp"
+#include "attnkit/workload/grouped.hpp"
 #include "bench_util.hpp"
 
 namespace attnkit::bench {
@@ -528,6 +530,62 @@ void run_heads(int heads, const std::vector<Index>& dims) {
 }
 
 // ---------------------------------------------------------------------------
+// Grouped-query attention: one selection per key/value head (shared by its
+// query heads) against one per query head, on make_grouped_workload's LLM-like
+// heads (query heads of a group turned pair by pair, workload/grouped.hpp).
+// Per configuration: the median over query heads of the output error, and the
+// key bytes of the prompt caches (per query head: one pruned cache per query
+// head; shared: one per key/value head).
+
+void run_gqa(const std::string& spec, const std::vector<Index>& dims) {
+  const auto x = spec.find('x');
+  const Index q_heads = std::stol(spec.substr(0, x)), kv_heads = std::stol(spec.substr(x + 1));
+  constexpr Index n = 4096, n0 = 3072;
+  const std::vector<PruneConfig> configs = {
+      PruneConfig{},
+      PruneConfig{PruneWeights::gram, PruneSelector::swap, PruneCompensation::regression, {}, false},
+      PruneConfig{PruneWeights::attention, PruneSelector::greedy_remove_literal, PruneCompensation::regression, {},
+                  false}};
+  for (const Index d : dims) {
+    const auto g = make_grouped_workload<float>(WorkloadKind::llm_like, {n, n, d, d}, q_heads, kv_heads, 1);
+    const Index group = q_heads / kv_heads;
+    PruneProtocolOptions o;
+    o.prompt = n0;
+    o.window = kWindow;
+    o.prune.recent = kRecent;
+    o.prune.ratio = 0.5;
+    std::printf("\n### Grouped-query LLM-like heads, %ld query heads over %ld key/value heads, D = %ld, lambda = 0.5\n\n",
+                static_cast<long>(q_heads), static_cast<long>(kv_heads), static_cast<long>(d));
+    std::printf("| configuration | per-query-head selection: median error | shared selection: median error | "
+                "shared / per-head (median of ratios) | prompt key bytes per-head | shared |\n"
+                "|---|---:|---:|---:|---:|---:|\n");
+    for (const PruneConfig& c : configs) {
+      o.prune.config = c;
+      std::vector<double> per_head, shared, ratio;
+      std::size_t bytes_per_head = 0, bytes_shared = 0;
+      for (Index kv = 0; kv < kv_heads; ++kv) {
+        const RowMatrix<float> k = g.stacked.k.middleRows(kv * n, n), v = g.stacked.v.middleRows(kv * n, n);
+        const RowMatrix<float> qg = g.stacked.q.middleRows(kv * group * n, group * n);
+        const auto sh = run_prune_protocol_shared(qg, group, k, v, o);
+        for (Index h = 0; h < group; ++h) {
+          const RowMatrix<float> q = qg.middleRows(h * n, n);
+          const auto one = run_prune_protocol(q, k, v, o, sh[static_cast<std::size_t>(h)].exact);
+          per_head.push_back(one.output_error);
+          shared.push_back(sh[static_cast<std::size_t>(h)].output_error);
+          ratio.push_back(sh[static_cast<std::size_t>(h)].output_error / one.output_error);
+          bytes_per_head += one.memory.total_bytes();
+        }
+        bytes_shared += sh[0].memory.total_bytes();
+        std::fprintf(stderr, "gqa: D = %ld %s kv head %ld done\n", static_cast<long>(d), to_string(c).c_str(),
+                     static_cast<long>(kv));
+      }
+      std::printf("| %s | %.4f | %.4f | %.3f | %zu | %zu |\n", to_string(c).c_str(), median_of(per_head),
+                  median_of(shared), median_of(ratio), bytes_per_head, bytes_shared);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Distance to the optimum, D = 16
 
 // Correlated Gaussian rows: column scales log-uniform in [0.2, 5], a random
@@ -614,6 +672,7 @@ int main(int argc, char** argv) {
   using namespace attnkit::bench;
   bool quality = false, gap = false;
   int heads = 0;
+  std::string gqa;
   const char* csv = nullptr;
   int instances = 200;
   std::vector<WorkloadKind> kinds = {WorkloadKind::iid, WorkloadKind::clustered, WorkloadKind::llm_like};
@@ -629,6 +688,8 @@ int main(int argc, char** argv) {
       csv = argv[i] + 6;
     } else if (a.rfind("--heads=", 0) == 0) {
       heads = std::stoi(a.substr(8));
+    } else if (a.rfind("--gqa=", 0) == 0) {
+      gqa = a.substr(6);
     } else if (a == "--derotate") {
       heads_derotate = true;
     } else if (a.rfind("--high-frequency-amplitude=", 0) == 0) {
@@ -652,7 +713,8 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
-  if (quality || gap || heads > 0) {
+  if (quality || gap || heads > 0 || !gqa.empty()) {
+    if (!gqa.empty()) run_gqa(gqa, dims);
     if (gap) run_optimum_gap(instances);
     if (heads > 0) run_heads(heads, dims);
     if (quality) run_quality(kinds, dims, csv);
