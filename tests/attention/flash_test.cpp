@@ -377,9 +377,17 @@ TYPED_TEST(FlashTest, BadInputThrowsAndWritesNothing) {
 }
 
 // The default policy reproduces the kernel before the kernel layer (commit
-// 9c49f25, kept verbatim in bench/baseline/) bit for bit: same tiles, same
-// summation order, same key splits, for prefill and decode.
-TYPED_TEST(FlashTest, DefaultPolicyIsBitIdenticalToThePreviousKernel) {
+// 9c49f25, kept verbatim in bench/baseline/) bit for bit in the prefill
+// kernel: same tiles, same summation order, same key splits. The decode
+// kernel (at most half a packet of queries, on 8+ lane builds) computes the
+// same sums, but the previous kernel left two loops of it (the rescaled
+// accumulator, acc = alpha acc + tile) to the compiler, whose choice between
+// a fused multiply-add and a multiply then an add depends on the context it
+// is compiled in (the two agree bit for bit at -O2 or -ffp-contract=off);
+// the new one writes them with explicit fused multiply-adds. Decode results
+// may therefore differ by that rounding: at most u l max|v| per tile before
+// the division by l, i.e. u max|v| per tile and one more for the epilogue.
+TYPED_TEST(FlashTest, DefaultPolicyReproducesThePreviousKernel) {
   using Scalar = TypeParam;
   std::uint64_t seed = 5000;
   int cases = 0;
@@ -398,6 +406,15 @@ TYPED_TEST(FlashTest, DefaultPolicyIsBitIdenticalToThePreviousKernel) {
                 w.q, w.k, w.v, out, lse, opt,
                 baseline_9c49f25::FlashConfig{cfg.threads, cfg.block_q, cfg.block_k});
             const auto now = flash_attention(w.q, w.k, w.v, opt, cfg);
+            if (n_q <= detail::decode_max_rows<Scalar>()) {
+              const Index bk = cfg.block_k > 0 ? cfg.block_k : 128;
+              const double tol = (as_double(n_k) / as_double(bk) + 2) * 0.5 * eps<Scalar>() *
+                                 static_cast<double>(w.v.cwiseAbs().maxCoeff());
+              ASSERT_TRUE(matrices_near(now.output, out, tol)) << "decode n_q " << n_q << " n_k " << n_k;
+              ASSERT_TRUE(matrices_near(now.lse, lse, 0.0)) << "decode n_q " << n_q << " n_k " << n_k;
+              ++cases;
+              continue;
+            }
             ASSERT_TRUE((now.output.array() == out.array()).all())
                 << "n_q " << n_q << " n_k " << n_k << " d " << d << " " << to_string(mask.kind) << " threads "
                 << cfg.threads << " block_k " << cfg.block_k;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <limits>
 
 #include "attnkit/attention/detail/flash_tile.hpp"
@@ -178,11 +179,17 @@ void decode_block(const In& in, Index i0, Index i1, const KeyRange* segs, int ns
         const C* prow = s + i * ldk;
         C* orow = ot + i * d_v;
         std::fill(orow, orow + d_v, C(0));
-        decode_accumulate(in, j0, 0, a1[i], prow, orow);
+        if (a1[i] > 0) decode_accumulate(in, j0, 0, a1[i], prow, orow);  // sinks (banded masks only)
         decode_accumulate(in, j0, std::max(a1[i], b0[i]), b1[i], prow, orow);
+        // acc = alpha acc + orow, one fused multiply-add per entry (written
+        // out so the result does not depend on how a compiler vectorises it).
         C* acc = o + i * d_v;
-        for (Index c = 0; c < d_v; ++c)
-          acc[c] = alpha[i] * acc[c] + orow[c];
+        const Packet a = ei::pset1<Packet>(alpha[i]);
+        Index c = 0;
+        for (; c + P <= d_v; c += P)
+          ei::pstoreu(acc + c, ei::pmadd(a, ei::ploadu<Packet>(acc + c), ei::ploadu<Packet>(orow + c)));
+        for (; c < d_v; ++c)
+          acc[c] = std::fma(alpha[i], acc[c], orow[c]);
       }
     }
   }
