@@ -411,7 +411,12 @@ TYPED_TEST(FlashTest, DefaultPolicyReproducesThePreviousKernel) {
               const double tol = (as_double(n_k) / as_double(bk) + 2) * 0.5 * eps<Scalar>() *
                                  static_cast<double>(w.v.cwiseAbs().maxCoeff());
               ASSERT_TRUE(matrices_near(now.output, out, tol)) << "decode n_q " << n_q << " n_k " << n_k;
-              ASSERT_TRUE(matrices_near(now.lse, lse, 0.0)) << "decode n_q " << n_q << " n_k " << n_k;
+              // l's update (l = alpha l + sum) is a scalar expression the compiler
+              // may fuse or not as well: a relative u per tile on l, and so
+              // absolutely on lse.
+              ASSERT_TRUE(matrices_near(now.lse, lse, (as_double(n_k) / as_double(bk) + 2) * eps<Scalar>() *
+                                                        (1 + static_cast<double>(lse.cwiseAbs().maxCoeff()))))
+                  << "decode n_q " << n_q << " n_k " << n_k;
               ++cases;
               continue;
             }
