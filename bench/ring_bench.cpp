@@ -19,7 +19,11 @@
 //
 // The single-process baseline runs on rank 0 while the other ranks wait
 // without spinning (MPI_Ibarrier polled every millisecond), so it has a core
-// to itself as each ring rank has. The workload is LLM-like (as flash_bench),
+// to itself as each ring rank has. Next to the wall-clock times the binary
+// prints the process CPU times (the slowest rank's for the ring; a rank
+// waiting in MPI spins, so waiting counts): on a quiet machine with a core per
+// rank they equal the wall times, and on a loaded one they still estimate the
+// speedup a core per rank would give. The workload is LLM-like (as flash_bench),
 // generated on rank 0 and scattered with scatter_shards.
 //
 // The model (docs/distributed.md): a step of the ring moves one K/V shard,
@@ -37,6 +41,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -132,6 +137,11 @@ double attention_flops(Index n, Index d, Index d_v, Index q_heads, bool causal) 
   const double full = 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(d + d_v) *
                       static_cast<double>(q_heads);
   return causal ? 0.5 * full : full;
+}
+
+/// This process's CPU time (all its threads), seconds.
+double cpu_seconds() {
+  return static_cast<double>(std::clock()) / CLOCKS_PER_SEC;
 }
 
 double median(std::vector<double> v) {
@@ -242,22 +252,24 @@ int main(int argc, char** argv) {
   const double flops = attention_flops(n, d, d_v, hq, o.causal);
 
   // 1. One process: rank 0 alone.
-  double single_seconds = 0;
+  double single_seconds = 0, single_cpu = 0;
   AttentionResult<float> single;
   if (o.single) {
-    std::vector<double> times;
+    std::vector<double> times, cpu;
     for (int t = 0; t < o.reps; ++t) {
       if (rank == 0) {
-        const double t0 = MPI_Wtime();
+        const double t0 = MPI_Wtime(), c0 = cpu_seconds();
         single = attnkit::flash_attention_heads(w.q, w.k, w.v, o.heads, opt, flash);
         times.push_back(MPI_Wtime() - t0);
+        cpu.push_back(cpu_seconds() - c0);
       }
       idle_barrier();
     }
     if (rank == 0) {
       single_seconds = median(times);
-      std::printf("single process (rank 0, %d thread(s)): %.3f s, %.1f GFLOP/s\n", threads, single_seconds,
-                  flops / single_seconds / 1e9);
+      single_cpu = median(cpu);
+      std::printf("single process (rank 0, %d thread(s)): %.3f s, %.1f GFLOP/s (CPU time %.3f s)\n", threads,
+                  single_seconds, flops / single_seconds / 1e9, single_cpu);
       std::fflush(stdout);
     }
   }
@@ -270,15 +282,17 @@ int main(int argc, char** argv) {
     const RowMatrix<float> vs = attnkit::scatter_shards(MPI_COMM_WORLD, 0, w.v, hkv, sharding);
     RowMatrix<float> out(qs.rows(), d_v);
     Vector<float> lse(qs.rows());
-    std::vector<double> times;
+    std::vector<double> times, cpu;
     std::vector<RingStats> stats;
     for (int t = 0; t < o.reps; ++t) {
       RingStats st;
       MPI_Barrier(MPI_COMM_WORLD);
-      const double t0 = MPI_Wtime();
+      const double t0 = MPI_Wtime(), c0 = cpu_seconds();
       attnkit::ring_attention_heads_into(MPI_COMM_WORLD, qs, ks, vs, o.heads, out, lse, opt,
                                          {sharding, flash}, &st);
+      const double c1 = cpu_seconds();
       times.push_back(max_over_ranks(MPI_Wtime() - t0));
+      cpu.push_back(max_over_ranks(c1 - c0));
       stats.push_back(st);
     }
     // The repetition with the median time (the same index on every rank).
@@ -287,7 +301,7 @@ int main(int argc, char** argv) {
       order[i] = i;
     std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return times[a] < times[b]; });
     const std::size_t mid = order[order.size() / 2];
-    const double seconds = times[mid];
+    const double seconds = times[mid], ring_cpu = cpu[mid];
     const RingStats& st = stats[mid];
 
     // Correctness against one process (rank 0 gathers the output).
@@ -315,6 +329,9 @@ int main(int argc, char** argv) {
     std::printf("\nring, %s sharding: %.3f s, %.1f GFLOP/s", to_string(sharding), seconds,
                 flops / seconds / 1e9);
     if (o.single) std::printf(", %.2fx one process", single_seconds / seconds);
+    std::printf(" (slowest rank's CPU time %.3f s", ring_cpu);
+    if (o.single) std::printf(": %.2fx by CPU time", single_cpu / ring_cpu);
+    std::printf(")");
     if (o.single) {
       const double max_v = static_cast<double>(w.v.cwiseAbs().maxCoeff());
       const double error = static_cast<double>((gathered - single.output).cwiseAbs().maxCoeff()) / max_v;
