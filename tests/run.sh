@@ -19,10 +19,13 @@ esac
 
 # The library needs Eigen; the tests GoogleTest; the benchmarks Google
 # Benchmark; attnkit-eval CLI11 and nlohmann-json. Optional: numpy (the .npy
-# interop test), matplotlib (plot tests) and clang with its libFuzzer runtime
-# (the .npy fuzz target); their tests are skipped with a message without them.
+# interop test), matplotlib (plot tests), clang with its libFuzzer runtime
+# (the .npy fuzz target), and pybind11 with Python's headers and pytest (the
+# Python bindings, bench/python/, and their tests); their tests are skipped
+# with a message without them.
 attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
-attnkit_optional_packages python3-numpy python3-matplotlib clang
+attnkit_optional_packages python3-numpy python3-matplotlib clang pybind11-dev python3-pybind11 python3-dev \
+  python3-pytest
 if command -v clang >/dev/null 2>&1; then
   clang_major=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -n 1)
   if [ -n "$clang_major" ]; then attnkit_optional_packages "libclang-rt-$clang_major-dev"; fi
