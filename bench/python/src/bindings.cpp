@@ -169,18 +169,19 @@ HeadShape head_shape(const char* where, const Shape& q, const Shape& k, const Sh
   check_shape(where, "q", q, 2);
   check_shape(where, "k", k, 2);
   check_shape(where, "v", v, 2);
-  const std::string shapes =
-      concat("q ", shape_string(q), ", k ", shape_string(k), " and v ", shape_string(v));
+  const auto shapes = [&] {
+    return concat("q ", shape_string(q), ", k ", shape_string(k), " and v ", shape_string(v));
+  };
   if (q.size() != k.size() || k.size() != v.size())
-    value_error(where, ": ", shapes,
+    value_error(where, ": ", shapes(),
                 " must have the same number of axes: (n, d), (heads, n, d) or (batch, heads, n, d)");
   const std::size_t r = q.size();
-  if (q[r - 1] != k[r - 1]) value_error(where, ": ", shapes, ": q and k must have the same last axis d");
+  if (q[r - 1] != k[r - 1]) value_error(where, ": ", shapes(), ": q and k must have the same last axis d");
   for (std::size_t i = 0; i + 1 < r; ++i)
-    if (k[i] != v[i]) value_error(where, ": ", shapes, ": k and v must agree on every axis but the last");
+    if (k[i] != v[i]) value_error(where, ": ", shapes(), ": k and v must agree on every axis but the last");
   for (std::size_t i = 0; i + 3 < r; ++i)
     if (q[i] != k[i])
-      value_error(where, ": ", shapes, ": q and k must agree on the batch axes (all but the last three)");
+      value_error(where, ": ", shapes(), ": q and k must agree on the batch axes (all but the last three)");
   HeadShape h;
   h.lead.assign(q.begin(), q.end() - 1);
   h.n_q = q[r - 2];
@@ -189,7 +190,7 @@ HeadShape head_shape(const char* where, const Shape& q, const Shape& k, const Sh
   h.d_v = v[r - 1];
   if (r >= 3) {
     if (q[r - 3] % k[r - 3] != 0)
-      value_error(where, ": ", shapes, ": the query heads (", q[r - 3],
+      value_error(where, ": ", shapes(), ": the query heads (", q[r - 3],
                   ") must be a multiple of the key/value heads (", k[r - 3], ")");
     h.item_heads = q[r - 3];
   }
