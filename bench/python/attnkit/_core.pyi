@@ -427,9 +427,10 @@ def prune_protocol(
 
 def _time_cpp(
     q: ArrayLike, k: ArrayLike, v: ArrayLike, *, mask: MaskKind = "none", offset: Optional[int] = None,
-    threads: int = 0, repeats: int = 5,
+    threads: int = 0, repeats: int = 5, clock: Literal["wall", "thread_cpu"] = "wall",
 ) -> List[float]:
-    """Seconds per fused-kernel call timed in C++ (bench/python/overhead.py)."""
+    """Seconds per fused-kernel call timed in C++ (bench/python/overhead.py):
+    steady clock, or CPU time of the calling thread."""
 
 def _kernel_pointers() -> Dict[str, int]:
     """Data pointers the last exact-attention kernel call of this thread got."""

@@ -154,13 +154,16 @@ py::tuple attention_partial(py::handle q, py::handle k, py::handle v,
 }
 
 std::vector<double> time_cpp(py::handle q, py::handle k, py::handle v, const std::string& mask,
-                             std::optional<Index> offset, int threads, int repeats) {
+                             std::optional<Index> offset, int threads, int repeats,
+                             const std::string& clock) {
   const char* where = "_time_cpp";
   if (repeats < 1) value_error(where, ": repeats=", repeats, " must be >= 1");
+  if (clock != "wall" && clock != "thread_cpu")
+    value_error(where, ": clock='", clock, "' is not one of wall|thread_cpu");
   Prepared p = prepare(where, q, k, v, std::nullopt, parse_mask(where, mask, offset, std::nullopt, 0),
                        std::nullopt, threads);
   run(p, attnkit::DotProductScore{});  // validates and warms up, exactly as attention() would
-  return time_attention(p.call, repeats);
+  return time_attention(p.call, repeats, clock == "thread_cpu");
 }
 
 py::tuple merge(py::handle o1, py::handle lse1, py::handle o2, py::handle lse2) {
@@ -267,12 +270,15 @@ sets: lse = log(e^lse1 + e^lse2), out = e^(lse1 - lse) o1 + e^(lse2 - lse) o2
 with lse = -inf contributes nothing. Returns (out, lse), new arrays.
 )doc",
         "o1"_a, "lse1"_a, "o2"_a, "lse2"_a);
-  m.def("_time_cpp", &time_cpp,
-        "Seconds per call of the fused kernel on these inputs, timed in C++ around the library call alone "
-        "(flash_attention_heads_into into a preallocated output; one untimed call first): the baseline of "
-        "bench/python/overhead.py.",
-        "q"_a, "k"_a, "v"_a, py::kw_only(), "mask"_a = "none", "offset"_a = py::none(), "threads"_a = 0,
-        "repeats"_a = 5);
+  m.def(
+      "_time_cpp", &time_cpp,
+      "Seconds per call of the fused kernel on these inputs, timed in C++ around the library call alone "
+      "(flash_attention_heads_into into a preallocated output; one untimed call first), on the steady clock "
+      "(clock='wall') or in CPU time of the calling thread (clock='thread_cpu', time.thread_time's clock): "
+      "the "
+      "baseline of bench/python/overhead.py.",
+      "q"_a, "k"_a, "v"_a, py::kw_only(), "mask"_a = "none", "offset"_a = py::none(), "threads"_a = 0,
+      "repeats"_a = 5, "clock"_a = "wall");
   m.def(
       "_kernel_pointers",
       [] {

@@ -60,8 +60,9 @@ template <typename Policy>
 void run_attention(const FlashCall& call, const Policy& policy);
 
 /// Times `repeats` calls of the fused kernel (default policy) on the call's
-/// buffers from C++, with the GIL released: seconds per call.
-std::vector<double> time_attention(const FlashCall& call, int repeats);
+/// buffers from C++, with the GIL released: seconds per call, on the steady
+/// clock or (thread_cpu) as CPU time of the calling thread.
+std::vector<double> time_attention(const FlashCall& call, int repeats, bool thread_cpu);
 
 // Compiled in flash_<policy>.cpp.
 extern template void run_attention(const FlashCall&, const attnkit::DotProductScore&);
