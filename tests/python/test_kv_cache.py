@@ -116,3 +116,47 @@ def test_threads_give_results_within_bound(rng):
     for threads in [1, 2, 0]:
         out, lse = cache.attend(q, mask="causal", threads=threads, return_lse=True)
         oracle.assert_within(out, lse, ref_out, ref_lse, b_out, b_lse, f"threads={threads}")
+
+
+def test_empty_cache_views():
+    cache = attnkit.KVCache(4, 3, capacity=0)
+    assert cache.keys.shape == (0, 4) and cache.values.shape == (0, 3)
+    cache.append(np.ones(4), np.ones(3))  # the views above are gone
+    assert len(cache) == 1
+
+
+def test_concurrent_appends_and_attends_from_threads(rng):
+    # attend shares the cache's lock with the GIL released, append takes it
+    # exclusively (and reallocates as it grows): no crash, no lost token, and
+    # every answer a convex combination of cached values.
+    import threading
+
+    d = 16
+    k = rng.standard_normal((800, d)).astype(np.float32)
+    cache = attnkit.KVCache(d, d, capacity=1)
+    cache.append(k[:1], k[:1])
+    q = rng.standard_normal((1, d)).astype(np.float32)
+    answers, errors = [], []
+
+    def writer(rows):
+        try:
+            for t in rows:
+                cache.append(k[t], k[t])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def reader():
+        try:
+            for _ in range(200):
+                answers.append(cache.attend(q, threads=1))
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(range(1 + i, 800, 2),)) for i in range(2)]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(cache) == 800 and len(answers) == 400
+    assert all(np.isfinite(a).all() and np.abs(a).max() <= np.abs(k).max() for a in answers)

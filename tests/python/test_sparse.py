@@ -224,7 +224,8 @@ def test_linear_attention_matches_its_definition(rng, layout, mask, feature_map,
     elif feature_map == "relu":
         e_phi = 0.0
     else:
-        e_phi = max(favor_feature_error(q.reshape(-1, d), w, scale, u), favor_feature_error(k.reshape(-1, d), w, scale, u))
+        e_phi = max(favor_feature_error(q.reshape(-1, d), w, scale, u),
+                    favor_feature_error(k.reshape(-1, d), w, scale, u))
     mm = m if feature_map == "favor" else d
     bound = linear_bound(e_phi, mm, n_k, chunk, threads, u)
     max_v = float(np.abs(v).max())

@@ -84,6 +84,9 @@ void convert_inputs(const char* where, const py::array& q, const py::array& k, c
 Prepared prepare(const char* where, py::handle q, py::handle k, py::handle v,
                  const std::optional<std::string>& kv_dtype, const attnkit::Mask& mask,
                  std::optional<double> scale, int threads) {
+  // The fused kernel checks its thread count; the reference would take a
+  // negative one for "all": refused here for both.
+  if (threads < 0) value_error(where, ": threads=", threads, " must be >= 0 (0: every core)");
   const py::array qa = as_numpy(q, where, "q"), ka = as_numpy(k, where, "k"), va = as_numpy(v, where, "v");
   const std::optional<DType> kv = parse_kv_dtype(where, kv_dtype);
   Prepared p;
