@@ -19,13 +19,19 @@ function(attnkit_configure_target target)
     target_link_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all)
   endif()
   if(ARG_NATIVE AND ATTNKIT_NATIVE)
-    target_compile_options(${target} PRIVATE -march=native)
-    # GCC 12 reports (maybe-)uninitialized use inside its own avx512fintrin.h
-    # (_mm512_undefined_*; GCC PR 105593, fixed in GCC 13) whenever AVX-512
-    # intrinsics are inlined. Silence only that, only on native targets of
-    # GCC < 13; the same headers are still checked by the non-native tests.
-    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
-      target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized -Wno-uninitialized)
-    endif()
+    attnkit_target_march_native(${target})
+  endif()
+endfunction()
+
+# attnkit_target_march_native(<target>): -march=native, for the benchmark
+# targets (ATTNKIT_NATIVE) and the Python extension (ATTNKIT_PYTHON_NATIVE).
+function(attnkit_target_march_native target)
+  target_compile_options(${target} PRIVATE -march=native)
+  # GCC 12 reports (maybe-)uninitialized use inside its own avx512fintrin.h
+  # (_mm512_undefined_*; GCC PR 105593, fixed in GCC 13) whenever AVX-512
+  # intrinsics are inlined. Silence only that, only on native targets of
+  # GCC < 13; the same headers are still checked by the non-native tests.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+    target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized -Wno-uninitialized)
   endif()
 endfunction()

@@ -20,13 +20,14 @@ esac
 # The library needs Eigen; the tests GoogleTest; the benchmarks Google
 # Benchmark; attnkit-eval CLI11 and nlohmann-json; the distributed tests,
 # example and benchmark Open MPI (libopenmpi-dev, and openmpi-bin for
-# mpiexec; without MPI those tests are skipped with a message, but this script
-# installs it so they run). Optional: numpy (the .npy interop test),
-# matplotlib (plot tests) and clang with its libFuzzer runtime (the .npy fuzz
-# target); their tests are skipped with a message without them.
+# mpiexec); the Python bindings (bench/python/) and their tests pybind11,
+# Python's headers, numpy and pytest. Without MPI or pybind11 those tests are
+# skipped with a message, but this script installs both so they run.
+# Optional: matplotlib (plot tests) and clang with its libFuzzer runtime (the
+# .npy fuzz target); their tests are skipped with a message without them.
 attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev \
-  libopenmpi-dev openmpi-bin
-attnkit_optional_packages python3-numpy python3-matplotlib clang
+  libopenmpi-dev openmpi-bin pybind11-dev python3-pybind11 python3-dev python3-numpy python3-pytest
+attnkit_optional_packages python3-matplotlib clang
 if command -v clang >/dev/null 2>&1; then
   clang_major=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -n 1)
   if [ -n "$clang_major" ]; then attnkit_optional_packages "libclang-rt-$clang_major-dev"; fi
