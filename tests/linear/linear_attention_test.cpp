@@ -362,6 +362,12 @@ TEST(LinearAttentionInput, BadInputThrows) {
   EXPECT_TRUE(throws_invalid_argument([&] { linear_attention(empty, k, v, elu); }, {"empty"}));
   EXPECT_TRUE(
       throws_invalid_argument([&] { linear_attention(q, k, v, elu, {Mask::causal(3)}); }, {"offset 3"}));
+  // A prefix-sum state has no band: windows and sinks are refused, not ignored.
+  EXPECT_TRUE(
+      throws_invalid_argument([&] { linear_attention(q, k, v, elu, {Mask::causal().with_window(2)}); },
+                              {"linear_attention", "window = 2"}));
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] { linear_attention(q, k, v, elu, {Mask::causal().with_window(4).with_sinks(1)}); }, {"sinks = 1"}));
   EXPECT_TRUE(throws_invalid_argument(
       [&] {
         linear_attention(q, k, v, elu, {Mask::none(), 64, 0.0});

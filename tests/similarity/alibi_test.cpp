@@ -83,6 +83,29 @@ TYPED_TEST(AlibiTest, StandardSlopesFollowTheHead) {
   }
 }
 
+// A batch of sequences stacked as batch x heads query heads: the slopes count
+// heads within a sequence (HeadLayout::batch).
+TYPED_TEST(AlibiTest, StandardSlopesRestartWithEveryBatchItem) {
+  using Scalar = TypeParam;
+  const Index batch = 2, heads = 3, n = 40;
+  const auto w = make_iid_workload<Scalar>({batch * heads * n, batch * n, 16, 16}, 9960);
+  const HeadLayout layout{batch * heads, batch, batch};
+  const auto all =
+      flash_attention_heads(w.q, w.k, w.v, layout, {Mask::causal()}, FlashConfig{1}, AlibiScore::standard());
+  for (Index h = 0; h < batch * heads; ++h) {
+    const AlibiScore one{alibi_slope(h % heads, heads)};
+    const Index g = layout.kv_head(h);
+    const auto single = flash_attention(w.q.middleRows(h * n, n), w.k.middleRows(g * n, n),
+                                        w.v.middleRows(g * n, n), {Mask::causal()}, FlashConfig{1}, one);
+    EXPECT_TRUE(test::matrices_near(all.output.middleRows(h * n, n), single.output, 0.0)) << "head " << h;
+  }
+  EXPECT_TRUE(throws_invalid_argument(
+      [&] {
+        flash_attention_heads(w.q, w.k, w.v, HeadLayout{6, 2, 4}, {}, {}, AlibiScore::standard());
+      },
+      {"batch = 4"}));
+}
+
 TYPED_TEST(AlibiTest, BadSlopeThrows) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 6, 4, 4}, 9990);

@@ -262,6 +262,9 @@ TEST(LshAttentionInput, BadInputThrows) {
   o.mask = Mask::causal(9);
   EXPECT_TRUE(throws_invalid_argument([&] { lsh_attention(q, k, v, o); }, {"offset 9"}));
   o = {};
+  o.mask = Mask::causal().with_window(2);  // refused, not ignored
+  EXPECT_TRUE(throws_invalid_argument([&] { lsh_attention(q, k, v, o); }, {"lsh_attention", "window = 2"}));
+  o = {};
   o.hash.buckets = 5;
   EXPECT_TRUE(throws_invalid_argument([&] { lsh_attention(q, k, v, o); }, {"buckets = 5"}));
   o.hash = {LshHashKind::angular, 4, 0};

@@ -15,7 +15,7 @@ namespace attnkit_python {
 namespace {
 
 using Policy = std::variant<attnkit::DotProductScore, attnkit::RbfScore, attnkit::CosineScore,
-                            attnkit::HyperbolicScore, attnkit::SoftcapScore, BatchedAlibiScore>;
+                            attnkit::HyperbolicScore, attnkit::SoftcapScore, attnkit::AlibiScore>;
 
 struct SimilarityArgs {
   std::string name = "dot";
@@ -24,7 +24,7 @@ struct SimilarityArgs {
 
 /// The score policy named by `similarity`, with its parameters; a parameter
 /// of another similarity is refused rather than ignored.
-Policy parse_similarity(const char* where, const SimilarityArgs& a, DType compute, Index item_heads) {
+Policy parse_similarity(const char* where, const SimilarityArgs& a, DType compute) {
   const std::string& s = a.name;
   const auto only = [&](const char* param, const std::optional<double>& value, bool allowed,
                         const char* owners) {
@@ -47,10 +47,9 @@ Policy parse_similarity(const char* where, const SimilarityArgs& a, DType comput
   }
   if (s == "softcap") return attnkit::SoftcapScore{a.cap.value_or(attnkit::SoftcapScore{}.cap)};
   if (s == "alibi") {
-    BatchedAlibiScore p;
-    p.slope = a.alibi_slope;
-    p.heads = item_heads;
-    return p;
+    // Unset slope: the standard slope of each head within its batch item
+    // (HeadShape::layout() gives the library the batch).
+    return attnkit::AlibiScore{a.alibi_slope};
   }
   value_error(where, ": similarity='", s, "' is not one of dot|rbf|cosine|hyperbolic|softcap|alibi");
 }
@@ -127,8 +126,7 @@ py::object attention(py::handle q, py::handle k, py::handle v, const std::string
   Prepared p =
       prepare(where, q, k, v, kv_dtype, parse_mask(where, mask, offset, window, sinks), scale, threads);
   p.call.reference = method == "reference";
-  run(p, parse_similarity(where, {similarity, tau, curvature, cap, alibi_slope}, p.call.compute,
-                          p.call.shape.item_heads));
+  run(p, parse_similarity(where, {similarity, tau, curvature, cap, alibi_slope}, p.call.compute));
   if (return_lse) return py::make_tuple(p.out, p.lse);
   return p.out;
 }
@@ -151,8 +149,7 @@ py::tuple attention_partial(py::handle q, py::handle k, py::handle v,
     for (const auto& [begin, end] : *ranges)
       keys.ranges.push_back(attnkit::KeyRange{begin, end});
   p.call.keys = std::move(keys);
-  run(p, parse_similarity(where, {similarity, tau, curvature, cap, alibi_slope}, p.call.compute,
-                          p.call.shape.item_heads));
+  run(p, parse_similarity(where, {similarity, tau, curvature, cap, alibi_slope}, p.call.compute));
   return py::make_tuple(p.out, p.lse);
 }
 

@@ -145,7 +145,9 @@ struct HeadShape {
   /// q.shape[-3] for rank >= 3, else 1: the heads of one batch item.
   Index item_heads = 1;
 
-  attnkit::HeadLayout layout() const { return {q_heads, kv_heads}; }
+  /// The library's layout: per-head policies (ALiBi's slopes) count heads
+  /// within a batch item (HeadLayout::batch).
+  attnkit::HeadLayout layout() const { return {q_heads, kv_heads, q_heads / item_heads}; }
   Shape output_shape() const;
 };
 

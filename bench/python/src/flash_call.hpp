@@ -21,20 +21,6 @@
 
 namespace attnkit_python {
 
-/// ALiBi over (batch, heads, ...) stacked as batch * heads query heads: head
-/// h takes the standard slope of h % heads among `heads` (the heads of one
-/// batch item), not of h among all stacked heads. A set slope applies to
-/// every head.
-struct BatchedAlibiScore : attnkit::AlibiScore {
-  Index heads = 1;
-
-  BatchedAlibiScore for_head(Index h, Index /*stacked*/) const {
-    BatchedAlibiScore p = *this;
-    if (!p.slope) p.slope = attnkit::alibi_slope(h % heads, heads);
-    return p;
-  }
-};
-
 struct FlashCall {
   /// float32 or float64: the type the kernel computes in and returns.
   DType compute = DType::f32;
@@ -70,6 +56,6 @@ extern template void run_attention(const FlashCall&, const attnkit::RbfScore&);
 extern template void run_attention(const FlashCall&, const attnkit::CosineScore&);
 extern template void run_attention(const FlashCall&, const attnkit::HyperbolicScore&);
 extern template void run_attention(const FlashCall&, const attnkit::SoftcapScore&);
-extern template void run_attention(const FlashCall&, const BatchedAlibiScore&);
+extern template void run_attention(const FlashCall&, const attnkit::AlibiScore&);
 
 }  // namespace attnkit_python

@@ -173,6 +173,9 @@ void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::
   if (q_heads < 1 || kv_heads < 1 || q_heads % kv_heads != 0)
     fail(where, ": q_heads = ", q_heads, " and kv_heads = ", kv_heads,
          " must be >= 1 with q_heads a multiple of kv_heads");
+  if (batch < 1 || q_heads % batch != 0 || kv_heads % batch != 0)
+    fail(where, ": batch = ", batch, " must be >= 1 and divide q_heads = ", q_heads,
+         " and kv_heads = ", kv_heads);
   if (q.rows() % q_heads != 0)
     fail(where, ": Q ", shape(q), " does not split into q_heads = ", q_heads, " heads of equal rows");
   if (k.rows() % kv_heads != 0 || v.rows() != k.rows())
@@ -220,7 +223,7 @@ void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::
   const Index group = q_heads / kv_heads;
   for (Index h = 0; h < q_heads; ++h) {
     const Index g = h / group;
-    const Policy ph = policy_for_head(policy, h, q_heads);
+    const Policy ph = policy_for_head(policy, h % (q_heads / batch), q_heads / batch);
     heads.push_back(FlashHead<In>{
         In{qr.data() + h * n_q * qr.outerStride(), qr.outerStride(), kr.data() + g * n_k * kr.outerStride(),
            kr.outerStride(), vr.data() + g * n_k * vr.outerStride(), vr.outerStride(), n_q, pb.d, pb.d_v,

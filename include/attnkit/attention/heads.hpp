@@ -31,10 +31,14 @@ namespace attnkit {
 
 /// Head counts of stacked inputs.
 struct HeadLayout {
-  /// Query heads stacked in Q (and in the output).
+  /// Query heads stacked in Q (and in the output), over every sequence of the batch.
   Index q_heads = 1;
   /// Key/value heads stacked in K and V; divides q_heads.
   Index kv_heads = 1;
+  /// Sequences in the batch (divides both head counts): a per-head policy
+  /// (ALiBi's slopes) sees head h as head h mod (q_heads / batch) of
+  /// q_heads / batch. The kv-head mapping does not depend on it.
+  Index batch = 1;
 
   /// The key/value head query head h attends with.
   Index kv_head(Index h) const { return h / (q_heads / kv_heads); }
@@ -117,6 +121,9 @@ std::pair<Index, Index> check_heads(const char* where, const Eigen::MatrixBase<D
   if (heads.q_heads < 1 || heads.kv_heads < 1 || heads.q_heads % heads.kv_heads != 0)
     fail(where, ": q_heads = ", heads.q_heads, " and kv_heads = ", heads.kv_heads,
          " must be >= 1 with q_heads a multiple of kv_heads");
+  if (heads.batch < 1 || heads.q_heads % heads.batch != 0 || heads.kv_heads % heads.batch != 0)
+    fail(where, ": batch = ", heads.batch, " must be >= 1 and divide q_heads = ", heads.q_heads,
+         " and kv_heads = ", heads.kv_heads);
   if (q.rows() % heads.q_heads != 0)
     fail(where, ": Q ", shape(q), " does not split into q_heads = ", heads.q_heads, " heads of equal rows");
   if (k.rows() % heads.kv_heads != 0 || v.rows() != k.rows())
@@ -147,8 +154,9 @@ AttentionResult<typename DQ::Scalar> reference_attention_heads(const Eigen::Matr
   // no exception escapes the parallel region.
   const AttentionProblem pb = make_attention_problem("reference_attention_heads", q.topRows(n_q),
                                                      k.topRows(n_k), v.topRows(n_k), options);
+  const Index per_batch = heads.q_heads / heads.batch;
   for (Index h = 0; h < heads.q_heads; ++h)
-    detail::policy_for_head(policy, h, heads.q_heads).check("reference_attention_heads", pb, options);
+    detail::policy_for_head(policy, h % per_batch, per_batch).check("reference_attention_heads", pb, options);
   AttentionResult<Scalar> r{RowMatrix<Scalar>(q.rows(), v.cols()), Vector<Scalar>(q.rows())};
   const Eigen::Ref<const RowMatrix<Scalar>> qr(q), kr(k), vr(v);
   const int team = static_cast<int>(std::min<Index>(detail::resolve_threads(threads), heads.q_heads));

@@ -302,6 +302,10 @@ void linear_attention_into(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBa
                 "linear_attention supports float and double");
   const char* where = "linear_attention";
   const AttentionProblem pb = make_attention_problem(where, q, k, v, {options.mask, std::nullopt});
+  if (pb.mask.banded() || pb.mask.sinks() > 0)
+    detail::fail(where,
+                 ": sliding windows and attention sinks are not supported (window = ", pb.mask.window(),
+                 ", sinks = ", pb.mask.sinks(), "): the prefix-sum state covers whole prefixes");
   if (options.chunk < 1) detail::fail(where, ": chunk = ", options.chunk, " must be >= 1");
   if (options.threads < 0)
     detail::fail(where, ": threads = ", options.threads, " must be >= 0 (0 = all cores)");

@@ -154,6 +154,9 @@ class LshIndex {
     static_assert(std::is_same_v<typename DQ::Scalar, Scalar>, "attend: q must have the index's Scalar type");
     const AttentionProblem pb =
         make_attention_problem("lsh_attention", q, k_, v_, {options.mask, options.scale});
+    if (pb.mask.banded() || pb.mask.sinks() > 0)
+      detail::fail("lsh_attention: sliding windows and attention sinks are not supported (window = ",
+                   pb.mask.window(), ", sinks = ", pb.mask.sinks(), ")");
     detail::checked_product("lsh_attention", "n_q x d_v", pb.n_q, pb.d_v);
     detail::checked_product("lsh_attention", "n_q x rounds", pb.n_q, hasher_.rounds());
     const RowMatrix<Scalar> qr = q;
