@@ -164,7 +164,8 @@ template <typename Compute, typename DQ, typename DK, typename DV, typename Poli
 void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
                 const Eigen::MatrixBase<DV>& v, Index q_heads, Index kv_heads, const KeySet* keys,
                 Compute* out, Index out_rows, Index out_cols, Index ldo, Compute* lse, Index lse_size,
-                const AttentionOptions& options, const FlashConfig& config, const Policy& policy) {
+                const AttentionOptions& options, const FlashConfig& config, const Policy& policy,
+                Index batch = 1) {
   using SQ = typename DQ::Scalar;
   using SK = typename DK::Scalar;
   using SV = typename DV::Scalar;

@@ -67,7 +67,7 @@ void flash_attention_heads_into(
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   detail::flash_call<C>("flash_attention_heads", q, k, v, heads.q_heads, heads.kv_heads, nullptr, out.data(),
                         out.rows(), out.cols(), out.outerStride(), lse.data(), lse.size(), options, config,
-                        policy);
+                        policy, heads.batch);
 }
 
 /// As flash_attention_heads_into over a key subset of every key/value head
@@ -86,7 +86,7 @@ void flash_attention_heads_partial_into(
   using C = detail::flash_compute_t<Compute, typename DQ::Scalar, typename DK::Scalar, typename DV::Scalar>;
   detail::flash_call<C>("flash_attention_heads_partial", q, k, v, heads.q_heads, heads.kv_heads, &keys,
                         out.data(), out.rows(), out.cols(), out.outerStride(), lse.data(), lse.size(),
-                        options, config, policy);
+                        options, config, policy, heads.batch);
 }
 
 /// Multi-head exact attention with the fused kernel.
