@@ -163,7 +163,7 @@ MethodResult<Scalar> prune_all_heads(const ConstRef<Scalar>& q, const ConstRef<S
   ATTNKIT_PRAGMA(omp parallel for schedule(dynamic, 1) if (units > 1))
   for (Index u = 0; u < units; ++u) {
     try {
-      const Index h0 = u * heads_per_unit, g = h0 / group;
+      const Index h0 = u * heads_per_unit, g = heads.kv_head(h0);
       attnkit::RowMatrix<Scalar> windows(heads_per_unit * w, q.cols());
       for (Index i = 0; i < heads_per_unit; ++i)
         windows.middleRows(i * w, w) = q.middleRows((h0 + i) * n_q + n_q - w, w);

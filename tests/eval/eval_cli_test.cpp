@@ -619,6 +619,8 @@ TEST_F(EvalCli, PlotSuccessIsReportedOnlyOnceAPngExists) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("plot: " + dir / "p.png"), std::string::npos) << r.out;
   EXPECT_EQ(read_file(dir / "p.png"), std::string("\x89PNG\r\n\x1a\nfake", 12));
+  for (const auto& [name, bytes] : snapshot(dir.str()))
+    EXPECT_EQ(name.find(".attnkit-eval-"), std::string::npos) << "temporary left (the plot's JSON): " << name;
   // One that exits 0 but writes nothing: a failure, and no p.png.
   fs::remove(dir / "p.png");
   const std::string lazy = script("lazy.py", "pass\n");
