@@ -93,7 +93,11 @@ def main():
     from matplotlib.ticker import FuncFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if f"{x:g}"[0] in "25" else ""))
+    # Label the minor ticks 2 and 5 of every decade (0.2, 0.5, 2, 5, 20, ...).
+    def leading_digit(x):
+        return f"{x:g}".replace("0.", "").lstrip("0")[:1]
+
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if leading_digit(x) in ("2", "5") else ""))
     ax.set_xlabel(f"speedup (higher is faster)\nvs {workload.get('speedup_baseline', 'the reference')}")
     ax.set_ylabel("relative Frobenius error vs the reference")
     source = (
