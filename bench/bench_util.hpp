@@ -1,12 +1,11 @@
 #pragma once
 
-// Shared pieces of attnkit's benchmarks: cached workloads, the plain
-// "materialise Q K^T, softmax, multiply by V" baseline a user writes first,
-// and the GFLOP/s counter convention.
+// Shared pieces of attnkit's benchmarks: cached workloads, the GFLOP/s
+// counter convention, and (from headers attnkit-eval shares) the plain
+// "materialise Q K^T, softmax, multiply by V" baseline a user writes first
+// (materialized.hpp) and the median (median.hpp).
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <map>
 #include <tuple>
 
@@ -14,6 +13,8 @@
 
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/workload/synthetic.hpp"
+#include "materialized.hpp"
+#include "median.hpp"
 
 namespace attnkit::bench {
 
@@ -42,24 +43,10 @@ inline void set_gflops(benchmark::State& state, double flops_per_iteration) {
       benchmark::Counter(flops_per_iteration / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-/// What a user writes first: S = scale Q K^T materialised (n_q x n_k), a
-/// row-wise softmax with the causal entries set to -inf, O = P V. Plain
-/// Scalar arithmetic, Eigen GEMMs.
-template <typename Scalar>
-RowMatrix<Scalar> materialized_attention(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k,
-                                         const RowMatrix<Scalar>& v, bool causal) {
-  const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(q.cols()));
-  RowMatrix<Scalar> s = scale * (q * k.transpose());
-  const Index offset = k.rows() - q.rows();
-  for (Index i = 0; i < s.rows(); ++i) {
-    auto row = s.row(i);
-    if (causal && i + offset + 1 < s.cols())
-      row.tail(s.cols() - (i + offset + 1)).setConstant(-std::numeric_limits<Scalar>::infinity());
-    const Scalar m = row.maxCoeff();
-    row = (row.array() - m).exp();
-    row /= row.sum();
-  }
-  return s * v;
+/// The attention options of a benchmark case: causal (the queries are the
+/// last tokens) or no mask.
+inline AttentionOptions mask_options(bool causal) {
+  return {causal ? Mask::causal() : Mask::none(), {}};
 }
 
 }  // namespace attnkit::bench

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "flash_memory: materialized needs n^2 floats; refusing n > 16384\n");
       return 2;
     }
-    r.output = attnkit::bench::materialized_attention(w.q, w.k, w.v, true);
+    r = attnkit::bench::materialized_attention(w.q, w.k, w.v, {attnkit::Mask::causal(), {}});
   }
   std::printf("%s n = %ld d = %ld: output checksum %.6g\n", argv[1], static_cast<long>(n),
               static_cast<long>(d), static_cast<double>(r.output.sum()));

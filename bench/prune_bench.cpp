@@ -1,4 +1,4 @@
-// Key-dimension pruning (attnkit/prune, issue 5): speed and quality.
+// Key-dimension pruning (attnkit/prune): speed and quality.
 //
 // Speed (Google Benchmark; the default mode). What a prompt's pruning costs --
 // statistics, weights, selection, compensation fit and building the
@@ -14,11 +14,12 @@
 //   prune_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //   prune_bench --speed-n=4096 ...            a quick run on fewer keys
 //
-// Quality (deterministic, no repetition needed): the issue's protocol on every
-// synthetic workload, D in {64, 128}, lambda in {0.25, 0.5, 0.75}, n = 4096,
-// n0 = 3072, w = r = 32, every weights x selector x compensation (the exact
-// optimum only where it is computable, D <= 24: not here), plus scale
-// correction and rotary-pair rows. Markdown to stdout, CSV to a file.
+// Quality (deterministic, no repetition needed): the evaluation protocol of
+// docs/pruning.md on every synthetic workload, D in {64, 128}, lambda in
+// {0.25, 0.5, 0.75}, n = 4096, n0 = 3072, w = r = 32, every weights x
+// selector x compensation (the exact optimum only where it is computable,
+// D <= 24: not here), plus scale correction and rotary-pair rows. Markdown
+// to stdout, CSV to a file.
 //
 //   prune_bench --quality [--csv=FILE] [--workload=iid|clustered|llm] [--d=64|128]
 //
@@ -123,7 +124,7 @@ RowMatrix<float> prefill_reference(const Workload<float>& w) {
   return reference_attention(w.q, w.k, w.v, {Mask::causal(), {}}).output;
 }
 
-// bench_util's materialized_attention, applied to blocks of 1024 queries with
+// materialized.hpp's materialized_attention, applied to blocks of 1024 queries with
 // the keys of their prefix (it puts the queries at the end of the keys), so the
 // n x n score matrix never exists at once (4 GB at n = 32768).
 RowMatrix<float> prefill_materialized(const Workload<float>& w) {
@@ -134,7 +135,7 @@ RowMatrix<float> prefill_materialized(const Workload<float>& w) {
     const Index rows = std::min(block, n - r0);
     const RowMatrix<float> q = w.q.middleRows(r0, rows);
     const RowMatrix<float> k = w.k.topRows(r0 + rows), v = w.v.topRows(r0 + rows);
-    out.middleRows(r0, rows) = materialized_attention(q, k, v, true);
+    out.middleRows(r0, rows) = materialized_attention(q, k, v, mask_options(true)).output;
   }
   return out;
 }
@@ -450,12 +451,6 @@ void run_quality(const std::vector<WorkloadKind>& kinds, const std::vector<Index
 // ThinK per head (seeds 1..heads), median and worst over heads per
 // configuration, and the per-head best.
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 void run_heads(int heads, const std::vector<Index>& dims) {
   constexpr Index n = 4096, n0 = 3072;
   const std::vector<PruneConfig> configs = quality_configs();
@@ -495,7 +490,7 @@ void run_heads(int heads, const std::vector<Index>& dims) {
     for (std::size_t c = 0; c < configs.size(); ++c)
       order[c] = c;
     std::stable_sort(order.begin(), order.end(),
-                     [&](std::size_t a, std::size_t b) { return median_of(ratio[a]) < median_of(ratio[b]); });
+                     [&](std::size_t a, std::size_t b) { return median(ratio[a]) < median(ratio[b]); });
     std::printf("\n### LLM-like%s, D = %ld, lambda = 0.5, %d heads (seeds 1..%d): output error / ThinK's\n\n",
                 heads_derotate ? " with RoPE undone" : "", static_cast<long>(d), heads, heads);
     if (quality_weight_keys == WeightKeys::compressed)
@@ -503,8 +498,7 @@ void run_heads(int heads, const std::vector<Index>& dims) {
     std::printf(
         "ThinK's output error: median %.4f over heads. Per-head best configuration (chosen after the "
         "fact): median ratio %.3f, worst %.3f.\n\n",
-        median_of(think_error), median_of(best_ratio),
-        *std::max_element(best_ratio.begin(), best_ratio.end()));
+        median(think_error), median(best_ratio), *std::max_element(best_ratio.begin(), best_ratio.end()));
     std::printf("| configuration | median ratio | worst ratio | heads at <= 0.5 |\n|---|---:|---:|---:|\n");
     for (std::size_t t = 0; t < order.size(); ++t) {
       const std::size_t c = order[t];
@@ -523,7 +517,7 @@ void run_heads(int heads, const std::vector<Index>& dims) {
       int good = 0;
       for (const double x : ratio[c])
         good += x <= 0.5 ? 1 : 0;
-      std::printf("| %s | %.3f | %.3f | %d / %d |\n", to_string(configs[c]).c_str(), median_of(ratio[c]),
+      std::printf("| %s | %.3f | %.3f | %d / %d |\n", to_string(configs[c]).c_str(), median(ratio[c]),
                   *std::max_element(ratio[c].begin(), ratio[c].end()), good, heads);
     }
   }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds attnkit-eval (Release, -march=native) and runs `attnkit-eval compare`
-# on the built-in workload (LLM-like, 8 heads, n = 4096, d = 128): every
-# method, timed and measured against the reference, as a table. On a fresh
-# Debian machine it first installs the packages it needs (when run as root) or
-# prints the apt-get line to run (otherwise).
+# Builds attnkit-eval (Release, -march=native; bench/attnkit-eval/) and runs
+# `attnkit-eval compare` on the built-in workload (LLM-like, 8 heads,
+# n = 4096, d = 128): the reference once, untimed, as the oracle, then every
+# other method timed and measured against it, as a table (docs/eval.md). On a
+# fresh Debian machine it first installs the packages it needs (when run as
+# root) or prints the apt-get line to run (otherwise).
 #
-#   bash bench/run.sh [compare flags...]     e.g. --json r.json --plot r.png
+#   bash bench/run.sh [compare flags...]     e.g. --json r.json --plot r.png,
+#                                            --mask causal --window 1024, --kv-heads 2
 #
 # The Google Benchmark binaries (bench/*_bench.cpp) are built with
 # `cmake --build build/release --target flash_bench` etc.; docs/benchmarks.md

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -74,13 +76,13 @@ template <typename DA, typename DB>
   return ::testing::AssertionFailure() << os.str();
 }
 
-/// Runs `f` and passes when it throws std::invalid_argument whose message
-/// contains every one of `needles`.
-template <typename F>
-::testing::AssertionResult throws_invalid_argument(F&& f, std::initializer_list<const char*> needles) {
+/// Runs `f` and passes when it throws `Exception` whose message contains
+/// every one of `needles`.
+template <typename Exception, typename F>
+::testing::AssertionResult throws_with_message(F&& f, std::initializer_list<const char*> needles) {
   try {
     f();
-  } catch (const std::invalid_argument& e) {
+  } catch (const Exception& e) {
     const std::string msg = e.what();
     for (const char* n : needles)
       if (msg.find(n) == std::string::npos)
@@ -90,6 +92,13 @@ template <typename F>
     return ::testing::AssertionFailure() << "threw another exception: " << e.what();
   }
   return ::testing::AssertionFailure() << "did not throw";
+}
+
+/// Runs `f` and passes when it throws std::invalid_argument whose message
+/// contains every one of `needles`.
+template <typename F>
+::testing::AssertionResult throws_invalid_argument(F&& f, std::initializer_list<const char*> needles) {
+  return throws_with_message<std::invalid_argument>(std::forward<F>(f), needles);
 }
 
 }  // namespace attnkit::test

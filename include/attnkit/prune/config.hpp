@@ -1,17 +1,16 @@
 #pragma once
 
 /// \file attnkit/prune/config.hpp
-/// Names of the key-dimension pruning methods (seed note 000, issue 5), as
-/// users script them on the command line, and the configuration that combines
-/// them:
+/// The key-dimension pruning methods (docs/pruning.md) by name, and the
+/// configuration that combines them:
 ///
-/// | option             | names                                                                 |
-/// |--------------------|-----------------------------------------------------------------------|
-/// | `--weights`        | `gram`, `centered`, `attention`                                       |
-/// | `--select`         | `topk`, `greedy-remove`, `greedy-remain`, `greedy-remove-literal`,    |
-/// |                    | `greedy-remain-literal`, `swap`, `residual`, `optimal`                |
-/// | `--compensation`   | `none`, `mean`, `regression`                                          |
-/// | `--rope-pairs`     | `interleaved`, `half`                                                 |
+/// | part                          | names                                                              |
+/// |-------------------------------|--------------------------------------------------------------------|
+/// | weights (PruneWeights)        | `gram`, `centered`, `attention`                                    |
+/// | selector (PruneSelector)      | `topk`, `greedy-remove`, `greedy-remain`, `greedy-remove-literal`, |
+/// |                               | `greedy-remain-literal`, `swap`, `residual`, `optimal`             |
+/// | compensation                  | `none`, `mean`, `regression`                                       |
+/// | rotary pairs (RotaryLayout)   | `interleaved`, `half`                                              |
 ///
 /// `PruneConfig{}` (gram weights, top-k, no compensation) is ThinK. Every
 /// parser returns std::nullopt for an unknown name (the caller reports it,
@@ -55,8 +54,8 @@ enum class PruneCompensation {
   regression  ///< q_B . (mu_B + M (k_A - mu_A)), M fitted by ridge least squares, folded into the query
 };
 
-/// One pruning method: the CLI's --weights, --select, --compensation,
-/// --rope-pairs and --scale-correction. The default is ThinK.
+/// One pruning method: weights, selector, compensation, rotary pairs and
+/// scale correction. The default is ThinK.
 struct PruneConfig {
   PruneWeights weights = PruneWeights::gram;
   PruneSelector selector = PruneSelector::topk;
@@ -166,7 +165,7 @@ inline std::optional<PruneCompensation> parse_prune_compensation(std::string_vie
   return std::nullopt;
 }
 
-/// Parses the --rope-pairs names "interleaved" and "half" (to_string(RotaryLayout)).
+/// Parses the rotary-pair layout names "interleaved" and "half" (to_string(RotaryLayout)).
 inline std::optional<RotaryLayout> parse_rope_pairs(std::string_view name) {
   for (const RotaryLayout l : {RotaryLayout::interleaved, RotaryLayout::half})
     if (name == to_string(l)) return l;

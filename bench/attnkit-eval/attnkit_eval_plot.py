@@ -43,7 +43,18 @@ def main():
         print(f"attnkit_eval_plot.py: cannot read '{json_path}': {e}", file=sys.stderr)
         return 2
 
-    errors = [r["rel_fro_error"] for r in results if r["rel_fro_error"] is not None]
+    # Only timed rows have a speedup: the oracle (the reference, computed once,
+    # untimed) and failed rows are not drawn.
+    results = [
+        r
+        for r in results
+        if r.get("status", "ok") == "ok"
+        and r.get("speedup") is not None
+        and r.get("rel_fro_error") is not None
+        and math.isfinite(r["speedup"])
+        and r["speedup"] > 0
+    ]
+    errors = [r["rel_fro_error"] for r in results]
     positive = [e for e in errors if e > 0 and math.isfinite(e)]
     # log axes cannot show 0: exact agreement is drawn on a floor line below
     # the smallest nonzero error (or at 1e-12) and labelled.
@@ -55,7 +66,7 @@ def main():
     markers = "osD^v<>Pp*hX"
     for i, r in enumerate(results):
         err = r["rel_fro_error"]
-        if err is None or not math.isfinite(err):
+        if not math.isfinite(err):
             continue
         y = err if err > 0 else floor
         label = r["method"] if r["params"] in ("", "-") else f"{r['method']} ({r['params']})"
@@ -72,15 +83,21 @@ def main():
         ax.axhline(floor, color="0.8", linewidth=0.8, linestyle="--", zorder=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    speedups = [r["speedup"] for r in results if r["speedup"] and math.isfinite(r["speedup"])]
+    speedups = [r["speedup"] for r in results]
     if speedups:
         ax.set_xlim(min(speedups) / 2, max(speedups) * 2)
+    else:
+        ax.set_xlim(0.1, 10)
     top = max(positive) if positive else floor
     ax.set_ylim(floor / 4, top * 10)
     from matplotlib.ticker import FuncFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if f"{x:g}"[0] in "25" else ""))
+    # Label the minor ticks 2 and 5 of every decade (0.2, 0.5, 2, 5, 20, ...).
+    def leading_digit(x):
+        return f"{x:g}".replace("0.", "").lstrip("0")[:1]
+
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if leading_digit(x) in ("2", "5") else ""))
     ax.set_xlabel(f"speedup (higher is faster)\nvs {workload.get('speedup_baseline', 'the reference')}")
     ax.set_ylabel("relative Frobenius error vs the reference")
     source = (
@@ -94,7 +111,8 @@ def main():
         fontsize=9,
     )
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    if results:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     try:
         fig.savefig(png_path, bbox_inches="tight")

@@ -12,14 +12,14 @@
 #include <exception>
 #include <iostream>
 
-#include "eval/cli.hpp"
-#include "eval/malloc_probe.hpp"  // defines malloc & co. (glibc): this translation unit only
-#include "eval/methods.hpp"
+#include "attnkit-eval/cli.hpp"
+#include "attnkit-eval/memory.hpp"
+#include "attnkit-eval/methods.hpp"
 
 int main(int argc, char** argv) {
   try {
-    const attnkit::eval::Registry registry = attnkit::eval::builtin_methods();
-    return attnkit::eval::run_cli(argc, argv, registry, attnkit::eval::malloc_probe(), std::cout, std::cerr);
+    const attnkit_eval::Registry registry = attnkit_eval::builtin_methods();
+    return attnkit_eval::run_cli(argc, argv, registry, attnkit_eval::malloc_probe(), std::cout, std::cerr);
   } catch (const std::exception& e) {
     std::cerr << "attnkit-eval: internal error: " << e.what() << '\n';
     return 1;

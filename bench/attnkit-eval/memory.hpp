@@ -1,12 +1,12 @@
 #pragma once
 
 // attnkit-eval: the peak-memory probe interface. The executable supplies the
-// implementation (bench/eval/malloc_probe.hpp, included by exactly one
-// translation unit); without one, peak bytes are reported as n/a.
+// implementation (malloc_probe.cpp, linked into the binary only: it defines
+// malloc & co.); without one, peak bytes are reported as n/a.
 
 #include <cstdint>
 
-namespace attnkit::eval {
+namespace attnkit_eval {
 
 /// Measures how far the live heap grows during an interval.
 class PeakMemoryProbe {
@@ -20,4 +20,8 @@ class PeakMemoryProbe {
   virtual const char* method() const = 0;
 };
 
-}  // namespace attnkit::eval
+/// The binary's probe (malloc_probe.cpp), or nullptr where the platform has
+/// none. Defined only in the attnkit-eval executable.
+PeakMemoryProbe* malloc_probe();
+
+}  // namespace attnkit_eval

@@ -1,9 +1,6 @@
-#pragma once
-
-// attnkit-eval: counts live heap bytes for the peak-memory column.
-//
-// INCLUDE IN EXACTLY ONE TRANSLATION UNIT OF AN EXECUTABLE: with glibc it
-// DEFINES malloc, free, calloc, realloc and the aligned allocators.
+// attnkit-eval: counts live heap bytes for the peak-memory column. Linked
+// into the attnkit-eval executable only: with glibc this file DEFINES malloc,
+// free, calloc, realloc and the aligned allocators for the whole process.
 //
 // Eigen allocates through std::malloc (not operator new), and operator new
 // itself calls malloc, so counting at the malloc level sees every heap byte a
@@ -26,7 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "eval/memory.hpp"
+#include "attnkit-eval/memory.hpp"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -37,23 +34,23 @@
 #define ATTNKIT_EVAL_ASAN 1
 #endif
 
-namespace attnkit::eval::detail {
+namespace {
 
-inline std::atomic<std::int64_t> live_bytes{0};
-inline std::atomic<std::int64_t> peak_bytes{0};
+std::atomic<std::int64_t> live_bytes{0};
+std::atomic<std::int64_t> peak_bytes{0};
 
-inline void count_alloc(std::int64_t bytes) {
+void count_alloc(std::int64_t bytes) {
   const std::int64_t now = live_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
   std::int64_t peak = peak_bytes.load(std::memory_order_relaxed);
   while (now > peak && !peak_bytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
   }
 }
 
-inline void count_free(std::int64_t bytes) {
+void count_free(std::int64_t bytes) {
   live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
 }
 
-class CountingProbe final : public PeakMemoryProbe {
+class CountingProbe final : public attnkit_eval::PeakMemoryProbe {
  public:
   explicit CountingProbe(const char* how) : how_(how) {}
   void start() override {
@@ -71,7 +68,7 @@ class CountingProbe final : public PeakMemoryProbe {
   std::int64_t baseline_ = 0;
 };
 
-}  // namespace attnkit::eval::detail
+}  // namespace
 
 #if defined(ATTNKIT_EVAL_ASAN)
 
@@ -81,27 +78,22 @@ int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile
 std::size_t __sanitizer_get_allocated_size(const volatile void* p);
 }
 
-namespace attnkit::eval {
-
-inline PeakMemoryProbe* malloc_probe() {
-  static detail::CountingProbe probe("AddressSanitizer malloc/free hooks: requested bytes");
+attnkit_eval::PeakMemoryProbe* attnkit_eval::malloc_probe() {
+  static CountingProbe probe("AddressSanitizer malloc/free hooks: requested bytes");
   static const bool installed = [] {
     return __sanitizer_install_malloc_and_free_hooks(
-               [](const volatile void*, std::size_t size) {
-                 detail::count_alloc(static_cast<std::int64_t>(size));
-               },
+               [](const volatile void*, std::size_t size) { count_alloc(static_cast<std::int64_t>(size)); },
                [](const volatile void* p) {
-                 detail::count_free(static_cast<std::int64_t>(__sanitizer_get_allocated_size(p)));
+                 count_free(static_cast<std::int64_t>(__sanitizer_get_allocated_size(p)));
                }) != 0;
   }();
   return installed ? &probe : nullptr;
 }
 
-}  // namespace attnkit::eval
-
 #elif defined(__GLIBC__)
 
 #include <malloc.h>
+
 #include <cerrno>
 
 extern "C" {
@@ -114,82 +106,76 @@ void* __libc_valloc(std::size_t size);
 void* __libc_pvalloc(std::size_t size);
 }
 
-namespace attnkit::eval::detail {
-inline void* counted(void* p) {
+namespace {
+void* counted(void* p) {
   if (p) count_alloc(static_cast<std::int64_t>(malloc_usable_size(p)));
   return p;
 }
-}  // namespace attnkit::eval::detail
+}  // namespace
 
 extern "C" {
 
 void* malloc(std::size_t size) noexcept {
-  return attnkit::eval::detail::counted(__libc_malloc(size));
+  return counted(__libc_malloc(size));
 }
 
 void free(void* p) noexcept {
   if (!p) return;
-  attnkit::eval::detail::count_free(static_cast<std::int64_t>(malloc_usable_size(p)));
+  count_free(static_cast<std::int64_t>(malloc_usable_size(p)));
   __libc_free(p);
 }
 
 void* calloc(std::size_t n, std::size_t size) noexcept {
-  return attnkit::eval::detail::counted(__libc_calloc(n, size));
+  return counted(__libc_calloc(n, size));
 }
 
 void* realloc(void* p, std::size_t size) noexcept {
   const std::size_t old = p ? malloc_usable_size(p) : 0;
   void* q = __libc_realloc(p, size);
   if (q) {
-    attnkit::eval::detail::count_free(static_cast<std::int64_t>(old));
-    attnkit::eval::detail::counted(q);
+    count_free(static_cast<std::int64_t>(old));
+    counted(q);
   } else if (p && size == 0) {
-    attnkit::eval::detail::count_free(static_cast<std::int64_t>(old));  // realloc(p, 0) freed p
+    count_free(static_cast<std::int64_t>(old));  // realloc(p, 0) freed p
   }
   return q;
 }
 
 void* memalign(std::size_t alignment, std::size_t size) noexcept {
-  return attnkit::eval::detail::counted(__libc_memalign(alignment, size));
+  return counted(__libc_memalign(alignment, size));
 }
 
 void* aligned_alloc(std::size_t alignment, std::size_t size) noexcept {
-  return attnkit::eval::detail::counted(__libc_memalign(alignment, size));
+  return counted(__libc_memalign(alignment, size));
 }
 
 int posix_memalign(void** out, std::size_t alignment, std::size_t size) noexcept {
   if (alignment < sizeof(void*) || (alignment & (alignment - 1)) != 0) return EINVAL;
   void* p = __libc_memalign(alignment, size);
   if (!p) return ENOMEM;
-  *out = attnkit::eval::detail::counted(p);
+  *out = counted(p);
   return 0;
 }
 
 void* valloc(std::size_t size) noexcept {
-  return attnkit::eval::detail::counted(__libc_valloc(size));
+  return counted(__libc_valloc(size));
 }
 
 void* pvalloc(std::size_t size) noexcept {
-  return attnkit::eval::detail::counted(__libc_pvalloc(size));
+  return counted(__libc_pvalloc(size));
 }
 
 }  // extern "C"
 
-namespace attnkit::eval {
-
-inline PeakMemoryProbe* malloc_probe() {
-  static detail::CountingProbe probe("glibc malloc interposition: malloc_usable_size of live blocks");
+attnkit_eval::PeakMemoryProbe* attnkit_eval::malloc_probe() {
+  static CountingProbe probe("glibc malloc interposition: malloc_usable_size of live blocks");
   return &probe;
 }
 
-}  // namespace attnkit::eval
-
 #else
 
-namespace attnkit::eval {
-inline PeakMemoryProbe* malloc_probe() {
+attnkit_eval::PeakMemoryProbe* attnkit_eval::malloc_probe() {
   return nullptr;
 }
-}  // namespace attnkit::eval
 
 #endif
