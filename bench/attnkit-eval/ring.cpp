@@ -54,10 +54,9 @@ int ring_threads(const MethodParams& p) {
   return static_cast<int>(parse_integer("--threads", p.text("threads"), 1, attnkit::flash_max_threads));
 }
 
-
 /// This process's part in a ring run: set up by run_ring_cli.
 struct RingSession {
-  bool active = false;   ///< MPI initialised for the ring
+  bool active = false;  ///< MPI initialised for the ring
   int rank = 0, ranks = 1;
   bool started = false;  ///< rank 0 sent the job (the other ranks are in the ring's collectives)
 };
@@ -144,16 +143,21 @@ template <typename Scalar>
 attnkit::AttentionResult<Scalar> ring_everywhere(const Job& j, const ConstRef<Scalar>& q,
                                                  const ConstRef<Scalar>& k, const ConstRef<Scalar>& v) {
   try {
-    const attnkit::RowMatrix<Scalar> qs = attnkit::scatter_shards(ring_comm, 0, q, j.heads.q_heads, j.sharding);
-    const attnkit::RowMatrix<Scalar> ks = attnkit::scatter_shards(ring_comm, 0, k, j.heads.kv_heads, j.sharding);
-    const attnkit::RowMatrix<Scalar> vs = attnkit::scatter_shards(ring_comm, 0, v, j.heads.kv_heads, j.sharding);
+    const attnkit::RowMatrix<Scalar> qs =
+        attnkit::scatter_shards(ring_comm, 0, q, j.heads.q_heads, j.sharding);
+    const attnkit::RowMatrix<Scalar> ks =
+        attnkit::scatter_shards(ring_comm, 0, k, j.heads.kv_heads, j.sharding);
+    const attnkit::RowMatrix<Scalar> vs =
+        attnkit::scatter_shards(ring_comm, 0, v, j.heads.kv_heads, j.sharding);
     attnkit::RingConfig config;
     config.sharding = j.sharding;
     config.flash.threads = j.threads;
     const attnkit::AttentionResult<Scalar> mine =
         attnkit::ring_attention_heads(ring_comm, qs, ks, vs, j.heads, j.options, config);
-    attnkit::RowMatrix<Scalar> out = attnkit::gather_shards(ring_comm, 0, mine.output, j.heads.q_heads, j.sharding);
-    const attnkit::RowMatrix<Scalar> lse = attnkit::gather_shards(ring_comm, 0, mine.lse, j.heads.q_heads, j.sharding);
+    attnkit::RowMatrix<Scalar> out =
+        attnkit::gather_shards(ring_comm, 0, mine.output, j.heads.q_heads, j.sharding);
+    const attnkit::RowMatrix<Scalar> lse =
+        attnkit::gather_shards(ring_comm, 0, mine.lse, j.heads.q_heads, j.sharding);
     return {std::move(out), lse.col(0)};
   } catch (const std::invalid_argument&) {
     throw;
@@ -244,7 +248,8 @@ bool ring_requested(int argc, const char* const* argv) {
   if (argc < 2 || std::string_view(argv[1]) != "attention") return false;
   for (int i = 2; i < argc; ++i) {
     const std::string_view a(argv[i]);
-    if (a == "--method=ring" || (a == "--method" && i + 1 < argc && std::string_view(argv[i + 1]) == ring_name))
+    if (a == "--method=ring" ||
+        (a == "--method" && i + 1 < argc && std::string_view(argv[i + 1]) == ring_name))
       return true;
   }
   return false;
@@ -275,7 +280,8 @@ void add_ring_method(Registry& registry) {
     ring_sharding(p);
     ring_threads(p);
     if (!session().active)
-      throw UsageError("--method ring: MPI is not initialized (run attnkit-eval attention --method ring ...)");
+      throw UsageError(
+          "--method ring: MPI is not initialized (run attnkit-eval attention --method ring ...)");
 #endif
   };
   m.check_shape = [](const MethodParams&, const ProblemShape& s) {

@@ -94,15 +94,14 @@ std::string mpi_missing() {
   return "";
 }
 
-#define SKIP_WITHOUT_MPI()                                                                    \
-  do {                                                                                        \
-    const std::string why = mpi_missing();                                                    \
+#define SKIP_WITHOUT_MPI()                                                                              \
+  do {                                                                                                  \
+    const std::string why = mpi_missing();                                                              \
     if (!why.empty()) GTEST_SKIP() << why << ": the attnkit-eval ring tests under mpiexec are skipped"; \
   } while (0)
 
 class EvalRing : public ::testing::Test {
  public:  // check_against_flash uses the helpers
-
   /// Runs `prefix` + attnkit-eval `args`, under timeout(1): a hang is exit code 124.
   Outcome shell(const std::string& command) {
     const std::string cmd = "env " + mpi_environment() + " timeout 120 " + command + " </dev/null >" +
@@ -118,8 +117,8 @@ class EvalRing : public ::testing::Test {
   Outcome run(const std::string& args) { return shell(q(ATTNKIT_EVAL_BINARY) + " " + args); }
   /// attnkit-eval on `ranks` ranks.
   Outcome run_mpi(int ranks, const std::string& args) {
-    const std::string cmd =
-        replaced(replaced(mpiexec_command(), "NPROCS", std::to_string(ranks)), "PROGRAM", q(ATTNKIT_EVAL_BINARY));
+    const std::string cmd = replaced(replaced(mpiexec_command(), "NPROCS", std::to_string(ranks)), "PROGRAM",
+                                     q(ATTNKIT_EVAL_BINARY));
     return shell(cmd + " " + args);
   }
 
@@ -152,10 +151,10 @@ struct Case {
   HeadLayout heads;
   Index n_q, n_k, d, d_v;
   bool three_d;
-  std::string flags;    // --mask ... --scale ... --sharding ...
-  Mask mask;            // what the flags say (for the bound: only its kind matters there)
-  double scale;         // 0: 1/sqrt(d)
-  Index pieces;         // key pieces per shard: 2 zigzag, 1 contiguous
+  std::string flags;            // --mask ... --scale ... --sharding ...
+  Mask mask;                    // what the flags say (for the bound: only its kind matters there)
+  double scale;                 // 0: 1/sqrt(d)
+  Index pieces;                 // key pieces per shard: 2 zigzag, 1 contiguous
   std::string ring_flags = "";  // flags of the ring only (--sharding)
 };
 
@@ -198,7 +197,8 @@ Bound ring_vs_flash_bound(const Case& c, const RowMatrix<Scalar>& qm, const RowM
 }
 
 template <typename Scalar>
-AttentionResult<Scalar> load_result(const std::string& out, const std::string& lse, std::vector<Index>& shape) {
+AttentionResult<Scalar> load_result(const std::string& out, const std::string& lse,
+                                    std::vector<Index>& shape) {
   const NpyArray<Scalar> o = read_npy<Scalar>(out), l = read_npy<Scalar>(lse);
   shape = o.shape;
   shape.insert(shape.end(), l.shape.begin(), l.shape.end());
@@ -219,7 +219,8 @@ void check_against_flash(EvalRing& t, const Case& c, std::uint64_t seed) {
                             q(t.save3("k.npy", c.heads.kv_heads, km, c.three_d)) + " --v " +
                             q(t.save3("v.npy", c.heads.kv_heads, vm, c.three_d)) + " --quiet " + c.flags;
   const std::string flash_out = t.dir / "flash.npy", flash_lse = t.dir / "flash_lse.npy";
-  const Outcome f = t.run("attention --method flash " + files + " --out " + q(flash_out) + " --lse " + q(flash_lse));
+  const Outcome f =
+      t.run("attention --method flash " + files + " --out " + q(flash_out) + " --lse " + q(flash_lse));
   ASSERT_EQ(f.code, 0) << f.err;
   std::vector<Index> flash_shape;
   const AttentionResult<Scalar> flash = load_result<Scalar>(flash_out, flash_lse, flash_shape);
@@ -227,7 +228,8 @@ void check_against_flash(EvalRing& t, const Case& c, std::uint64_t seed) {
     SCOPED_TRACE("P = " + std::to_string(P) + ": " + c.flags);
     const std::string out = t.dir / ("ring" + std::to_string(P) + ".npy"),
                       lse = t.dir / ("ring" + std::to_string(P) + "_lse.npy");
-    const Outcome r = t.run_mpi(P, "attention --method ring " + files + " " + c.ring_flags + " --out " + q(out) + " --lse " + q(lse));
+    const Outcome r = t.run_mpi(
+        P, "attention --method ring " + files + " " + c.ring_flags + " --out " + q(out) + " --lse " + q(lse));
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(tool_lines(r.err).size(), 0u) << r.err;  // --quiet
     std::vector<Index> shape;
@@ -249,7 +251,8 @@ TEST_F(EvalRing, TwoDimensionalNoneAndCausalMatchFlash) {
   check_against_flash<float>(*this, {{1, 1}, 13, 13, 8, 8, false, "--mask none", Mask::none(), 0, 2}, 1);
   check_against_flash<float>(*this, {{1, 1}, 13, 13, 8, 8, false, "--mask causal", Mask::causal(), 0, 2}, 4);
   check_against_flash<float>(
-      *this, {{1, 1}, 13, 13, 8, 8, false, "--mask causal", Mask::causal(), 0, 1, "--sharding contiguous"}, 7);
+      *this, {{1, 1}, 13, 13, 8, 8, false, "--mask causal", Mask::causal(), 0, 1, "--sharding contiguous"},
+      7);
 }
 
 TEST_F(EvalRing, ThreeDimensionalGroupedQueryMatchesFlash) {
@@ -264,11 +267,19 @@ TEST_F(EvalRing, CrossLengthsOffsetScaleWindowAndSinksMatchFlash) {
   // 7 queries at the end of 12 keys (default offset 5), an explicit scale.
   check_against_flash<float>(
       *this, {{2, 1}, 7, 12, 8, 8, true, "--mask causal --scale 0.3", Mask::causal(), 0.3, 2}, 16);
-  check_against_flash<float>(*this,
-                             {{1, 1}, 7, 12, 8, 8, false, "--mask causal --offset 3", Mask::causal(3), 0, 2}, 19);
+  check_against_flash<float>(
+      *this, {{1, 1}, 7, 12, 8, 8, false, "--mask causal --offset 3", Mask::causal(3), 0, 2}, 19);
   check_against_flash<double>(*this,
-                              {{2, 2}, 14, 14, 4, 4, true, "--mask causal --window 4 --sinks 1",
-                               Mask::causal().with_window(4).with_sinks(1), 0, 2},
+                              {{2, 2},
+                               14,
+                               14,
+                               4,
+                               4,
+                               true,
+                               "--mask causal --window 4 --sinks 1",
+                               Mask::causal().with_window(4).with_sinks(1),
+                               0,
+                               2},
                               22);
 }
 
@@ -298,7 +309,8 @@ TEST_F(EvalRing, WithoutMpiexecIsOneRank) {
 TEST_F(EvalRing, BadInputIsExitTwoOneLineNoFileNoHang) {
   SKIP_WITHOUT_MPI();
   const RowMatrix<float> qm = test::random_matrix<float>(2, 4, 1), km = test::random_matrix<float>(2, 4, 2),
-                         k_wide = test::random_matrix<float>(5, 6, 3), vm = test::random_matrix<float>(2, 4, 4);
+                         k_wide = test::random_matrix<float>(5, 6, 3),
+                         vm = test::random_matrix<float>(2, 4, 4);
   const std::string qf = q(save3("q.npy", 1, qm, false)), kf = q(save3("k.npy", 1, km, false)),
                     vf = q(save3("v.npy", 1, vm, false)), wide = q(save3("wide.npy", 1, k_wide, false));
   const std::string inputs = "--q " + qf + " --k " + kf + " --v " + vf;
