@@ -296,13 +296,12 @@ void add_ring_method(Registry& registry) {
     (void)s;
 #endif
   };
-  m.set_kernel([](const auto& q, const auto& k, const auto& v, const attnkit::HeadLayout& heads,
-                  const attnkit::AttentionOptions& o, const MethodParams& p) {
+  m.set_kernel([](const auto& q, const auto& k, const auto& v, const RunContext& ctx, const MethodParams& p) {
     using Scalar = typename std::decay_t<decltype(q)>::Scalar;
 #ifdef ATTNKIT_EVAL_HAVE_MPI
-    return MethodResult<Scalar>(ring_root<Scalar>(q, k, v, heads, o, p));
+    return MethodResult<Scalar>(ring_root<Scalar>(q, k, v, ctx.heads, ctx.options, p));
 #else
-    (void)q, (void)k, (void)v, (void)heads, (void)o, (void)p;
+    (void)q, (void)k, (void)v, (void)ctx, (void)p;
     throw std::logic_error("attnkit-eval was built without MPI");
     return MethodResult<Scalar>(attnkit::AttentionResult<Scalar>{});
 #endif
