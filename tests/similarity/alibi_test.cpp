@@ -99,6 +99,17 @@ TYPED_TEST(AlibiTest, StandardSlopesRestartWithEveryBatchItem) {
                                         w.v.middleRows(g * n, n), {Mask::causal()}, FlashConfig{1}, one);
     EXPECT_TRUE(test::matrices_near(all.output.middleRows(h * n, n), single.output, 0.0)) << "head " << h;
   }
+  // The reference counts heads the same way: each head as reference_attention
+  // computes it with its batch item's slope (the same function, bit for bit).
+  const auto ref = reference_attention_heads(w.q, w.k, w.v, layout, {Mask::causal()}, AlibiScore::standard());
+  for (Index h = 0; h < batch * heads; ++h) {
+    const Index g = layout.kv_head(h);
+    const auto single =
+        reference_attention(w.q.middleRows(h * n, n), w.k.middleRows(g * n, n), w.v.middleRows(g * n, n),
+                            {Mask::causal()}, AlibiScore{alibi_slope(h % heads, heads)});
+    EXPECT_TRUE(test::matrices_near(ref.output.middleRows(h * n, n), single.output, 0.0))
+        << "reference head " << h;
+  }
   EXPECT_TRUE(throws_invalid_argument(
       [&] {
         flash_attention_heads(w.q, w.k, w.v, HeadLayout{6, 2, 4}, {}, {}, AlibiScore::standard());

@@ -166,7 +166,7 @@ AttentionResult<typename DQ::Scalar> reference_attention_heads(const Eigen::Matr
     const Index g = heads.kv_head(h);
     const AttentionResult<Scalar> one = reference_attention(
         qr.middleRows(h * n_q, n_q), kr.middleRows(g * n_k, n_k), vr.middleRows(g * n_k, n_k), options,
-        detail::policy_for_head(policy, h, heads.q_heads));
+        detail::policy_for_head(policy, h % per_batch, per_batch));
     r.output.middleRows(h * n_q, n_q) = one.output;
     r.lse.segment(h * n_q, n_q) = one.lse;
   }
