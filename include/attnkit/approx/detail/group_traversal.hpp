@@ -53,7 +53,7 @@ namespace attnkit::detail {
 /// Certified mode hands a block to the kernel whole when more than 70 % of
 /// its keys are still open after this many levels below its root, and does
 /// not traverse blocks of fewer than approx_min_leaves leaves.
-inline constexpr Index approx_probe_depth = 5;
+inline constexpr Index approx_probe_depth = 3;
 inline constexpr Index approx_min_leaves = 16;
 /// A node whose log-mass interval is at most this wide is opened whole when
 /// it cannot be closed (certified mode) instead of being descended.
