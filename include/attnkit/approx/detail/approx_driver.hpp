@@ -16,7 +16,10 @@
 ///  3. levels, largest first: each block's rows, in chunks, sorted by
 ///     signature and cut into groups, each group traversing the block
 ///     (group_traversal.hpp). A row uses at most one block per level, so the
-///     chunks of a level update disjoint rows and run in parallel;
+///     chunks of a level update disjoint rows and run in parallel. Certified
+///     mode first probes a few groups on the largest indexed block: if all
+///     of them hand the block to the kernel, the call stops building and
+///     traversing and phase 5 computes every row;
 ///  4. finalise: each row's combination and bound (row_accumulator.hpp),
 ///     with its visible value range and key norms from one prefix scan;
 ///  5. certified mode: rows whose bound misses eps are recomputed exactly
@@ -294,7 +297,7 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
   if (cmax == 0) return;
   Index top = 0;
   while ((Index(2) << top) <= cmax) ++top;
-  bool signed_rows = false;
+  bool signed_rows = false, probed_level = false;
   for (Index level = top; level >= 0; --level) {
     // The blocks of this level and the runs of rows using them.
     struct Use {
@@ -335,10 +338,44 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
     std::vector<Item> items;
     for (const Use& u : uses)
       for (Index a = u.r0; a < u.r1; a += 4096) items.push_back({u.m, a, std::min(u.r1, a + 4096)});
+    // Certified mode, first level with an index: probe approx_probe_groups
+    // groups of the first item, spread over its signature order. If every
+    // one of them handed the block to the kernel, the data has no structure
+    // the bounds can use: the call stops here and every row is computed by
+    // the kernel over its whole prefix (phase 5), at about the kernel's cost.
+    std::vector<std::vector<Index>> first_groups;
+    std::vector<char> probed;
+    if (ctx.certified && !probed_level && !items.empty()) {
+      if (const KeyBlock* block = src.find(level, items[0].m)) {
+        probed_level = true;
+        first_groups = approx_groups(ctx.sig, items[0].r0, items[0].r1, ctx.options->group_rows);
+        const auto ng = static_cast<Index>(first_groups.size());
+        const Index probes = std::min(ng, approx_probe_groups);
+        probed.assign(first_groups.size(), 0);
+        ApproxWorkspace<Scalar>& ws = wss[0];
+        const Index exact0 = ws.stats.exact_blocks, traversed0 = ws.stats.traversed_blocks;
+        for (Index p = 0; p < probes; ++p) {
+          const Index g = p * ng / probes;
+          probed[static_cast<std::size_t>(g)] = 1;
+          traverse_group(ctx, acc, *block, first_groups[static_cast<std::size_t>(g)], ws, ctx.threads);
+        }
+        const Index exact = ws.stats.exact_blocks - exact0, traversed = ws.stats.traversed_blocks - traversed0;
+        if (probes >= std::min<Index>(ng, 2) && exact == probes && traversed == probes) {
+          ctx.unstructured = true;
+          src.release(level);
+          return;
+        }
+      }
+    }
     approx_parallel(static_cast<Index>(items.size()), ctx.threads, [&](Index it, int tid, int inner) {
       ApproxWorkspace<Scalar>& ws = wss[static_cast<std::size_t>(tid)];
       const Item& item = items[static_cast<std::size_t>(it)];
       const KeyBlock* block = src.find(level, item.m);
+      if (it == 0 && !probed.empty()) {
+        for (std::size_t g = 0; g < first_groups.size(); ++g)
+          if (!probed[g]) traverse_group(ctx, acc, *block, first_groups[g], ws, inner);
+        return;
+      }
       if (!block) {
         // Not in the index: the kernel on the block's positions.
         std::vector<Index> rows(static_cast<std::size_t>(item.r1 - item.r0));
@@ -412,6 +449,16 @@ std::vector<ApproxRepair> approx_finalise(ApproxContext<Scalar>& ctx, RowAccumul
       }
       auto out = res.output.row(r);
       auto bound = res.bound.row(r);
+      if (ctx.unstructured && e > 0) {
+        // Phase 5 computes the row; NaN marks the columns with a non-finite value.
+        for (Index c = 0; c < ctx.d_v; ++c) {
+          const bool finite = std::isfinite(vmin(c)) && std::isfinite(vmax(c));
+          vabs(c) = finite ? std::max(std::fabs(vmin(c)), std::fabs(vmax(c))) : nan;
+          bound(c) = finite ? 0.0 : nan;
+        }
+        repairs[static_cast<std::size_t>(t)].push_back({r, kmax, vabs});
+        continue;
+      }
       if (acc.parts(r) == 0 || !(acc.est(r).s > 0)) {
         // No key (or no mass): zero row, lse -inf.
         out.setZero();

@@ -52,6 +52,9 @@ struct ApproxContext {
   /// blocks not yet traversed.
   std::vector<LogSum> spent;
   std::vector<Index> far_left;
+  /// Certified mode: the probe found no structure (approx_driver.hpp); every
+  /// row is then computed by the kernel over its whole prefix.
+  bool unstructured = false;
 };
 
 /// The nodes a traversal has evaluated ("entries"), one row per entry and

@@ -55,6 +55,9 @@ namespace attnkit::detail {
 /// not traverse blocks of fewer than approx_min_leaves leaves.
 inline constexpr Index approx_probe_depth = 3;
 inline constexpr Index approx_min_leaves = 16;
+/// Groups the certified mode traverses first, on the largest indexed block,
+/// before it decides whether the data has structure at all.
+inline constexpr Index approx_probe_groups = 4;
 /// A node whose log-mass interval is at most this wide is opened whole when
 /// it cannot be closed (certified mode) instead of being descended.
 inline constexpr double approx_tight_spread = 3.0;
