@@ -360,7 +360,7 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
           traverse_group(ctx, acc, *block, first_groups[static_cast<std::size_t>(g)], ws, ctx.threads);
         }
         const Index exact = ws.stats.exact_blocks - exact0, traversed = ws.stats.traversed_blocks - traversed0;
-        if (probes >= std::min<Index>(ng, 2) && exact == probes && traversed == probes) {
+        if (probes >= 2 && exact == probes && traversed == probes) {
           ctx.unstructured = true;
           src.release(level);
           return;

@@ -41,6 +41,14 @@ ApproxContext<Scalar> approx_context(const char* where, const Eigen::Ref<const R
   check_approx_options(where, options);
   require_finite(where, "Q", q);
   require_finite(where, "K", k);
+  // Sizes of what the call allocates: outputs and bounds, the keys of a
+  // block in double, its node summaries (at most 2 n_k / leaf nodes per
+  // level) and the basis.
+  checked_product(where, "n_q x d_v", pb.n_q, pb.d_v);
+  checked_product(where, "n_k x d", pb.n_k, pb.d);
+  checked_product(where, "2 n_k x (5 d + 3 d_v)", checked_product(where, "2 n_k", 2, pb.n_k),
+                  5 * pb.d + 3 * pb.d_v);
+  checked_product(where, "d x d", pb.d, pb.d);
   ApproxContext<Scalar> ctx;
   ctx.q = q.data();
   ctx.ldq = q.outerStride();
