@@ -54,7 +54,8 @@ struct ApproxOptions {
   std::optional<Index> budget{};
   /// Budgeted mode's mass estimate for summarised nodes.
   ApproxEstimator estimator = ApproxEstimator::second_order;
-  /// Layout of the index approx_attention builds.
+  /// Layout of the index approx_attention builds (ApproxKeyIndex::attend
+  /// uses its own).
   ApproxIndexOptions index{};
   /// Threads; 0 = OpenMP's default (all cores). Ignored without OpenMP.
   int threads = 0;
