@@ -34,6 +34,7 @@
 #include <numeric>
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "attnkit/approx/detail/context.hpp"
@@ -319,8 +320,16 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
     // the kernel whole: they are not built.
     const bool build = !ctx.certified || size >= approx_min_leaves * ctx.options->index.leaf;
     std::vector<Index> ms;
-    for (const Use& u : uses)
-      if (build && (ms.empty() || ms.back() != u.m)) ms.push_back(u.m);
+    // Certified mode does not build a block fewer than approx_min_block_rows
+    // rows use (the last rows' top block, say): summarising S keys costs
+    // O(S d^2), more than the kernel's O(rows S d) for those rows.
+    std::vector<std::pair<Index, Index>> rows_of;  // (m, rows)
+    for (const Use& u : uses) {
+      if (rows_of.empty() || rows_of.back().first != u.m) rows_of.emplace_back(u.m, 0);
+      rows_of.back().second += u.r1 - u.r0;
+    }
+    for (const auto& [m, rows] : rows_of)
+      if (build && (!ctx.certified || rows >= approx_min_block_rows)) ms.push_back(m);
     src.prepare(level, ms, ctx.threads);
     if (!signed_rows) {
       // The largest block present gives the signatures.
@@ -338,18 +347,21 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
     std::vector<Item> items;
     for (const Use& u : uses)
       for (Index a = u.r0; a < u.r1; a += 4096) items.push_back({u.m, a, std::min(u.r1, a + 4096)});
-    // Certified mode, first level with an index: probe approx_probe_groups
-    // groups of the first item, spread over its signature order. If every
+    // Certified mode, first level whose first item is indexed and has two
+    // groups or more: probe approx_probe_groups groups of it, spread over its
+    // signature order. If every
     // one of them handed the block to the kernel, the data has no structure
     // the bounds can use: the call stops here and every row is computed by
     // the kernel over its whole prefix (phase 5), at about the kernel's cost.
     std::vector<std::vector<Index>> first_groups;
     std::vector<char> probed;
     if (ctx.certified && !probed_level && !items.empty()) {
-      if (const KeyBlock* block = src.find(level, items[0].m)) {
+      const KeyBlock* block = src.find(level, items[0].m);
+      if (block) first_groups = approx_groups(ctx.sig, items[0].r0, items[0].r1, ctx.options->group_rows);
+      const auto ng = static_cast<Index>(first_groups.size());
+      if (ng < 2) first_groups.clear();  // too few rows to tell (the last rows' top block): the next level
+      if (ng >= 2) {
         probed_level = true;
-        first_groups = approx_groups(ctx.sig, items[0].r0, items[0].r1, ctx.options->group_rows);
-        const auto ng = static_cast<Index>(first_groups.size());
         const Index probes = std::min(ng, approx_probe_groups);
         probed.assign(first_groups.size(), 0);
         ApproxWorkspace<Scalar>& ws = wss[0];
@@ -360,7 +372,7 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
           traverse_group(ctx, acc, *block, first_groups[static_cast<std::size_t>(g)], ws, ctx.threads);
         }
         const Index exact = ws.stats.exact_blocks - exact0, traversed = ws.stats.traversed_blocks - traversed0;
-        if (probes >= 2 && exact == probes && traversed == probes) {
+        if (exact == probes && traversed == probes) {
           ctx.unstructured = true;
           src.release(level);
           return;

@@ -58,6 +58,9 @@ inline constexpr Index approx_min_leaves = 16;
 /// Groups the certified mode traverses first, on the largest indexed block,
 /// before it decides whether the data has structure at all.
 inline constexpr Index approx_probe_groups = 4;
+/// Certified mode attends a block that fewer rows use with the kernel
+/// instead of building its summaries.
+inline constexpr Index approx_min_block_rows = 64;
 /// A node whose log-mass interval is at most this wide is opened whole when
 /// it cannot be closed (certified mode) instead of being descended.
 inline constexpr double approx_tight_spread = 3.0;
