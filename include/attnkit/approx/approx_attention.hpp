@@ -31,7 +31,7 @@
 ///  - certified (ApproxOptions::budget unset): opens what bound_rc <= eps *
 ///    max_{visible j} |V_jc| needs; on data without structure a group hands
 ///    the block to the exact kernel early (and when a probe of a few groups
-///    on the largest block finds nothing to close, every row goes to the
+///    on the largest block many rows use finds nothing to close, every row goes to the
 ///    kernel over its whole prefix at once), and a row whose combined bound
 ///    still misses eps is recomputed exactly (in double when float's own
 ///    rounding bound misses it), so the target holds unless eps is below

@@ -17,7 +17,8 @@
 ///     signature and cut into groups, each group traversing the block
 ///     (group_traversal.hpp). A row uses at most one block per level, so the
 ///     chunks of a level update disjoint rows and run in parallel. Certified
-///     mode first probes a few groups on the largest indexed block: if all
+///     mode first probes a few groups on the largest block at least two
+///     groups use (blocks fewer than 64 rows use are not indexed): if all
 ///     of them hand the block to the kernel, the call stops building and
 ///     traversing and phase 5 computes every row;
 ///  4. finalise: each row's combination and bound (row_accumulator.hpp),
