@@ -573,8 +573,8 @@ void run_gqa(const std::string& spec, const std::vector<Index>& dims) {
         std::fprintf(stderr, "gqa: D = %ld %s kv head %ld done\n", static_cast<long>(d), to_string(c).c_str(),
                      static_cast<long>(kv));
       }
-      std::printf("| %s | %.4f | %.4f | %.3f | %zu | %zu |\n", to_string(c).c_str(), median_of(per_head),
-                  median_of(shared), median_of(ratio), bytes_per_head, bytes_shared);
+      std::printf("| %s | %.4f | %.4f | %.3f | %zu | %zu |\n", to_string(c).c_str(), median(per_head),
+                  median(shared), median(ratio), bytes_per_head, bytes_shared);
     }
   }
 }

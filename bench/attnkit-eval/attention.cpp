@@ -19,11 +19,13 @@ template <typename Scalar>
 void attention_typed(const AttentionArgs& a, std::ostream& err) {
   const ProblemShape& s = a.common.inputs.shape;
   Progress progress(err, a.common.quiet);
-  const Inputs<Scalar> in = load_inputs<Scalar>(a.common.inputs);
+  Inputs<Scalar> in = load_inputs<Scalar>(a.common.inputs);
   if (a.method->needs_finite_inputs)
     check_finite(in, a.common.inputs, "attention --method " + a.method->name);
-  const MethodResult<Scalar> r =
-      a.method->kernel<Scalar>()(in.q.data, in.k.data, in.v.data, s.heads(), a.common.options, a.params);
+  HalfKv kv16;
+  const bool has16 = round_kv(in, a.common.kv_dtype, kv16);
+  const MethodResult<Scalar> r = a.method->kernel<Scalar>()(
+      in.q.data, in.k.data, in.v.data, a.common.context(has16 ? &kv16 : nullptr), a.params);
   const attnkit::AttentionResult<Scalar>& ar = r.attention;
   if (ar.output.rows() != s.q_heads * s.n_q || ar.output.cols() != s.d_v ||
       ar.lse.size() != s.q_heads * s.n_q)

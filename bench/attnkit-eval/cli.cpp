@@ -31,6 +31,8 @@ namespace {
 struct CommonFlags {
   InputSpec spec;
   MaskFlags mask;
+  SimilarityFlags similarity;
+  std::string kv_dtype;
   bool quiet = false;
   std::vector<CLI::Option*> builtin_options;  // --workload --n --d --heads --kv-heads --seed
 };
@@ -47,6 +49,16 @@ void add_common_flags(CLI::App* app, CommonFlags& f) {
   app->add_option("--scale", f.mask.scale, "logit scale (default 1/sqrt(d))");
   app->add_option("--dtype", f.spec.dtype,
                   "float32 | float64: compute and write in this type (default: the inputs')");
+  app->add_option("--similarity", f.similarity.similarity,
+                  "score of reference, flash and topk: dot | rbf | cosine | hyperbolic (default dot)");
+  app->add_option("--tau", f.similarity.tau, "temperature of rbf, cosine and hyperbolic (default 1)");
+  app->add_option("--curvature", f.similarity.curvature, "curvature c of hyperbolic (default 1)");
+  app->add_option("--softcap", f.similarity.softcap,
+                  "logit soft-capping cap tanh(s / cap) of the dot product");
+  app->add_flag("--alibi", f.similarity.alibi, "ALiBi: the standard per-head linear position bias");
+  app->add_option(
+      "--kv-dtype", f.kv_dtype,
+      "round K and V once on load to f32 | f64 | bf16 | f16 (bf16/f16: flash reads them in 16 bits)");
   f.builtin_options = {
       app->add_option("--workload", f.spec.workload,
                       "built-in workload: llm | iid | clustered (default llm)"),
@@ -74,6 +86,12 @@ CommonArgs common_args(const CommonFlags& f, const MaskFlags& mask) {
   c.mask = mask;
   c.quiet = f.quiet;
   c.options = attention_options(mask, c.inputs.shape.n_q, c.inputs.shape.n_k);
+  c.scoring = scoring_flags(f.similarity);
+  c.kv_dtype = kv_dtype_flag(f.kv_dtype);
+  if (is_16bit(c.kv_dtype) && c.inputs.shape.dtype != attnkit::NpyDtype::float32)
+    throw UsageError("--kv-dtype " + f.kv_dtype +
+                     ": 16-bit K and V are computed in float32, but the compute dtype is " +
+                     attnkit::to_string(c.inputs.shape.dtype) + " (pass --dtype float32)");
   return c;
 }
 
@@ -199,6 +217,15 @@ int run_cli(int argc, const char* const* argv, const Registry& registry, PeakMem
         throw UsageError("--sinks " + pf.mask.sinks +
                          ": prune judges every query causally over its whole prefix (the protocol), without "
                          "attention sinks");
+      if (!pf.similarity.similarity.empty() || !pf.similarity.tau.empty() ||
+          !pf.similarity.curvature.empty() || !pf.similarity.softcap.empty() || pf.similarity.alibi)
+        throw UsageError(
+            "--similarity/--tau/--curvature/--softcap/--alibi: prune ranks key dimensions by their "
+            "dot-product contributions; similarities are for attention and compare");
+      if (!pf.kv_dtype.empty())
+        throw UsageError("--kv-dtype " + pf.kv_dtype +
+                         ": prune keeps K in the compute dtype (attention and "
+                         "compare take --kv-dtype)");
       MaskFlags scale_only;
       scale_only.scale = pf.mask.scale;
       a.common = common_args(pf, scale_only);
@@ -238,6 +265,7 @@ int run_cli(int argc, const char* const* argv, const Registry& registry, PeakMem
       a.params = a.method->resolve(given);
       if (a.method->check) a.method->check(a.params);
       a.common = common_args(af, af.mask);
+      check_scoring(*a.method, a.common.scoring);
       if (a.method->check_shape) a.method->check_shape(a.params, a.common.inputs.shape);
       a.out_path = out_path;
       a.lse_path = lse_path;

@@ -23,7 +23,14 @@ struct CommonArgs {
   InputPlan inputs;
   MaskFlags mask;
   attnkit::AttentionOptions options;
+  Scoring scoring;
+  KvDtype kv_dtype = KvDtype::as_computed;
   bool quiet = false;
+
+  /// The run context of these arguments (kv16: 16-bit K and V or nullptr).
+  RunContext context(const HalfKv* kv16 = nullptr) const {
+    return {inputs.shape.heads(), options, scoring, kv16};
+  }
 };
 
 struct AttentionArgs {

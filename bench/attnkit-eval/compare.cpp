@@ -98,28 +98,45 @@ std::string describe_workload(const CompareContext& c) {
   os << ": " << s.q_heads << (s.q_heads == 1 ? " head" : " heads");
   if (s.kv_heads != s.q_heads) os << " (" << s.kv_heads << " key/value)";
   os << ", n_q " << s.n_q << ", n_k " << s.n_k << ", d " << s.d << ", d_v " << s.d_v << ", "
-     << attnkit::to_string(s.dtype) << ", " << describe_mask(c.args.common.mask) << ", scale " << c.scale;
+     << attnkit::to_string(s.dtype) << ", " << describe_mask(c.args.common.mask) << ", scale " << c.scale
+     << ", similarity " << c.args.common.scoring.describe();
+  if (c.args.common.kv_dtype != KvDtype::as_computed)
+    os << ", K and V rounded to " << to_string(c.args.common.kv_dtype);
   return os.str();
 }
 
 void print_table(std::ostream& out, const std::vector<CompareRow>& rows, const CompareContext& c) {
+  const bool rounding = c.args.common.kv_dtype != KvDtype::as_computed;
   out << describe_workload(c) << '\n'
       << "seconds: median of " << c.args.repeats
       << " timed calls over all heads, after one untimed call; speedup vs "
       << speedup_baseline_description(rows)
       << "; errors vs the reference (the oracle: computed once, untimed); peak bytes: "
       << (c.memory_method ? "heap growth during the untimed call" : "not measured on this platform")
-      << "; cache bytes: K and V as the method keeps them, all heads\n\n";
+      << "; cache bytes: K and V as the method keeps them, all heads"
+      << (rounding ? "; *_rounded: errors vs the reference on the rounded K and V (the oracle row: what the "
+                     "rounding alone moves)"
+                   : "")
+      << "\n\n";
   std::vector<std::vector<std::string>> cells = {{"method", "params", "exact", "status", "seconds", "speedup",
                                                   "max_abs_error", "rel_fro_error", "peak_bytes",
                                                   "cache_bytes"}};
-  for (const CompareRow& r : rows)
+  if (rounding) {
+    cells[0].push_back("max_abs_error_rounded");
+    cells[0].push_back("rel_fro_error_rounded");
+  }
+  for (const CompareRow& r : rows) {
     cells.push_back({r.method, r.params, r.exact ? "yes" : "no", r.status,
                      r.status == "oracle" ? "untimed" : format_number(r.seconds, "%.4g"),
                      format_number(r.speedup, "%.2f"), format_number(r.max_abs_error, "%.3g"),
                      format_number(r.rel_fro_error, "%.3g"),
                      r.status == "failed" ? "-" : format_bytes(r.peak_bytes),
                      r.status == "failed" ? "-" : format_bytes(r.cache_bytes)});
+    if (rounding) {
+      cells.back().push_back(format_number(r.max_abs_error_rounded, "%.3g"));
+      cells.back().push_back(format_number(r.rel_fro_error_rounded, "%.3g"));
+    }
+  }
   std::vector<std::size_t> width(cells[0].size(), 0);
   for (const auto& line : cells)
     for (std::size_t j = 0; j < line.size(); ++j)
@@ -169,6 +186,9 @@ Json to_json(const std::vector<CompareRow>& rows, const CompareContext& c) {
   w["window"] = or_null(mask.window);
   w["sinks"] = mask.sinks;
   w["scale"] = c.scale;
+  w["similarity"] = c.args.common.scoring.describe();
+  w["kv_dtype"] = c.args.common.kv_dtype == KvDtype::as_computed ? Json(nullptr)
+                                                                 : Json(to_string(c.args.common.kv_dtype));
   w["repeats"] = c.args.repeats;
   w["oracle"] = "reference: computed once, untimed; every error is measured against it";
   w["speedup_baseline"] = speedup_baseline_description(rows);
@@ -186,6 +206,8 @@ Json to_json(const std::vector<CompareRow>& rows, const CompareContext& c) {
     j["speedup"] = or_null(r.speedup);
     j["max_abs_error"] = or_null(r.max_abs_error);
     j["rel_fro_error"] = or_null(r.rel_fro_error);
+    j["max_abs_error_rounded"] = or_null(r.max_abs_error_rounded);
+    j["rel_fro_error_rounded"] = or_null(r.rel_fro_error_rounded);
     j["peak_bytes"] = or_null(r.peak_bytes);
     j["cache_bytes"] = or_null(r.cache_bytes);
     results.push_back(j);
@@ -207,7 +229,7 @@ std::string to_csv(const std::vector<CompareRow>& rows) {
     if (x) os << *x;
   };
   os << "method,params,exact,status,seconds,speedup,max_abs_error,rel_fro_error,peak_bytes,cache_bytes,"
-        "message\n";
+        "max_abs_error_rounded,rel_fro_error_rounded,message\n";
   for (const CompareRow& r : rows) {
     os << r.method << ',' << csv_quoted(r.params) << ',' << (r.exact ? "true" : "false") << ',' << r.status
        << ',';
@@ -222,6 +244,10 @@ std::string to_csv(const std::vector<CompareRow>& rows) {
     field(r.peak_bytes);
     os << ',';
     field(r.cache_bytes);
+    os << ',';
+    field(r.max_abs_error_rounded);
+    os << ',';
+    field(r.rel_fro_error_rounded);
     os << ',' << csv_quoted(r.message) << '\n';
   }
   return os.str();
@@ -237,7 +263,8 @@ std::int64_t exact_cache_bytes(const ProblemShape& s) {
 /// `repeats` timed calls. Anything it throws makes the row failed.
 template <typename Scalar>
 CompareRow run_setting(const Method& m, const MethodParams& params, const Inputs<Scalar>& in,
-                       const attnkit::AttentionResult<Scalar>& oracle, const CompareArgs& a,
+                       const RunContext& ctx, const attnkit::AttentionResult<Scalar>& oracle,
+                       const attnkit::AttentionResult<Scalar>* oracle_rounded, const CompareArgs& a,
                        PeakMemoryProbe* probe, Progress& progress) {
   using Clock = std::chrono::steady_clock;
   const ProblemShape& s = a.common.inputs.shape;
@@ -248,12 +275,12 @@ CompareRow run_setting(const Method& m, const MethodParams& params, const Inputs
   const std::string label = "compare: " + m.name + (params.values().empty() ? "" : " " + row.params) + " run";
   const Index runs = 1 + a.repeats;
   try {
+    check_scoring(m, ctx.scoring);
     if (m.check_shape) m.check_shape(params, s);
     const Kernel<Scalar>& kernel = m.kernel<Scalar>();
     {
       if (probe) probe->start();
-      const MethodResult<Scalar> r =
-          kernel(in.q.data, in.k.data, in.v.data, s.heads(), a.common.options, params);
+      const MethodResult<Scalar> r = kernel(in.q.data, in.k.data, in.v.data, ctx, params);
       if (probe) row.peak_bytes = probe->peak_extra_bytes();
       const auto& o = r.attention.output;
       if (o.rows() != oracle.output.rows() || o.cols() != oracle.output.cols())
@@ -263,14 +290,17 @@ CompareRow run_setting(const Method& m, const MethodParams& params, const Inputs
                                std::to_string(oracle.output.cols()) + ")");
       row.max_abs_error = attnkit::max_abs_error(o, oracle.output);
       row.rel_fro_error = attnkit::relative_frobenius_error(o, oracle.output);
+      if (oracle_rounded) {
+        row.max_abs_error_rounded = attnkit::max_abs_error(o, oracle_rounded->output);
+        row.rel_fro_error_rounded = attnkit::relative_frobenius_error(o, oracle_rounded->output);
+      }
       row.cache_bytes = r.cache_bytes ? static_cast<std::int64_t>(*r.cache_bytes) : exact_cache_bytes(s);
     }
     progress.step(label, 1, runs);
     std::vector<double> times;
     for (int rep = 0; rep < a.repeats; ++rep) {
       const auto t0 = Clock::now();
-      const MethodResult<Scalar> r =
-          kernel(in.q.data, in.k.data, in.v.data, s.heads(), a.common.options, params);
+      const MethodResult<Scalar> r = kernel(in.q.data, in.k.data, in.v.data, ctx, params);
       const auto t1 = Clock::now();
       times.push_back(std::chrono::duration<double>(t1 - t0).count());
       progress.step(label, rep + 2, runs);
@@ -295,6 +325,20 @@ void compare_typed(const Registry& registry, const CompareArgs& a, PeakMemoryPro
   Progress progress(err, a.common.quiet);
   const Inputs<Scalar> in = load_inputs<Scalar>(a.common.inputs);
   check_finite(in, a.common.inputs, "compare");
+  // --kv-dtype: the methods run on K and V rounded once (and flash on their
+  // 16-bit copies); the oracle stays on the inputs as given, and a second
+  // reference on the rounded K and V separates the two error sources.
+  const bool rounding = a.common.kv_dtype != KvDtype::as_computed;
+  Inputs<Scalar> rounded_storage;
+  HalfKv kv16;
+  bool has16 = false;
+  if (rounding) {
+    rounded_storage = in;
+    has16 = round_kv(rounded_storage, a.common.kv_dtype, kv16);
+  }
+  const Inputs<Scalar>& run_in = rounding ? rounded_storage : in;
+  const RunContext ctx = a.common.context(has16 ? &kv16 : nullptr);
+  const RunContext oracle_ctx = a.common.context();
 
   // The oracle: the reference once, untimed. If it fails, nothing can be
   // measured: its exception ends the command.
@@ -309,11 +353,20 @@ void compare_typed(const Registry& registry, const CompareArgs& a, PeakMemoryPro
   oracle_row.status = "oracle";
   if (probe) probe->start();
   const MethodResult<Scalar> oracle =
-      reference->kernel<Scalar>()(in.q.data, in.k.data, in.v.data, s.heads(), a.common.options, ref_params);
+      reference->kernel<Scalar>()(in.q.data, in.k.data, in.v.data, oracle_ctx, ref_params);
   if (probe) oracle_row.peak_bytes = probe->peak_extra_bytes();
   oracle_row.max_abs_error = 0.0;
   oracle_row.rel_fro_error = 0.0;
   oracle_row.cache_bytes = exact_cache_bytes(s);
+  std::optional<MethodResult<Scalar>> oracle_rounded;
+  if (rounding) {
+    oracle_rounded.emplace(
+        reference->kernel<Scalar>()(run_in.q.data, run_in.k.data, run_in.v.data, oracle_ctx, ref_params));
+    oracle_row.max_abs_error_rounded =
+        attnkit::max_abs_error(oracle.attention.output, oracle_rounded->attention.output);
+    oracle_row.rel_fro_error_rounded =
+        attnkit::relative_frobenius_error(oracle.attention.output, oracle_rounded->attention.output);
+  }
   rows.push_back(oracle_row);
   progress.step("compare: reference (oracle)", 1, 1);
 
@@ -323,7 +376,8 @@ void compare_typed(const Registry& registry, const CompareArgs& a, PeakMemoryPro
                               : std::find(a.methods.begin(), a.methods.end(), m.name) != a.methods.end();
     if (!selected) continue;
     for (const MethodParams& params : m.compare_settings())
-      rows.push_back(run_setting(m, params, in, oracle.attention, a, probe, progress));
+      rows.push_back(run_setting(m, params, run_in, ctx, oracle.attention,
+                                 oracle_rounded ? &oracle_rounded->attention : nullptr, a, probe, progress));
   }
   if (const auto base = speedup_baseline(rows))
     for (CompareRow& r : rows)

@@ -27,6 +27,10 @@ struct CompareRow {
   std::optional<double> speedup;
   std::optional<double> max_abs_error;
   std::optional<double> rel_fro_error;
+  /// With --kv-dtype: the errors against the reference on the ROUNDED K and
+  /// V (the method's own error; the two above add the rounding of K and V).
+  std::optional<double> max_abs_error_rounded;
+  std::optional<double> rel_fro_error_rounded;
   /// Heap growth during the untimed run; none when not measured or failed.
   std::optional<std::int64_t> peak_bytes;
   /// What the method stores for K and V over all heads; none when failed.

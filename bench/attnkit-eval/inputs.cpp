@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 
 #include "attnkit-eval/errors.hpp"
@@ -99,7 +100,8 @@ ProblemShape file_shape(const InputSpec& spec) {
                      "' is " + attnkit::to_string(v.header.dtype) +
                      ": pass --dtype float32 or --dtype float64");
   } else {
-    p.dtype = q.header.dtype;
+    // float16 files compute in float32 (every half is exactly a float).
+    p.dtype = q.header.dtype == attnkit::NpyDtype::float16 ? attnkit::NpyDtype::float32 : q.header.dtype;
   }
   return p;
 }
@@ -194,6 +196,43 @@ void check_finite(const Inputs<Scalar>& in, const InputPlan& plan, const std::st
   check_tensor_finite(in.v, files ? "--v '" + s.v_path + "'" : "the built-in workload's V", command);
 }
 
+template <typename Scalar>
+bool round_kv(Inputs<Scalar>& in, KvDtype t, HalfKv& kv16) {
+  switch (t) {
+    case KvDtype::as_computed:
+    case KvDtype::f64:
+      return false;
+    case KvDtype::f32:
+      if constexpr (!std::is_same_v<Scalar, float>) {
+        in.k.data = in.k.data.template cast<float>().template cast<Scalar>();
+        in.v.data = in.v.data.template cast<float>().template cast<Scalar>();
+      }
+      return false;
+    case KvDtype::bf16:
+    case KvDtype::f16:
+      break;
+  }
+  if constexpr (!std::is_same_v<Scalar, float>) {
+    throw UsageError("--kv-dtype " + to_string(t) + " computes in float32 (drop --dtype float64)");
+  } else {
+    kv16.bf16 = t == KvDtype::bf16;
+    if (kv16.bf16) {
+      kv16.k_bf16 = in.k.data.template cast<Eigen::bfloat16>();
+      kv16.v_bf16 = in.v.data.template cast<Eigen::bfloat16>();
+      in.k.data = kv16.k_bf16.template cast<float>();
+      in.v.data = kv16.v_bf16.template cast<float>();
+    } else {
+      kv16.k_f16 = in.k.data.template cast<Eigen::half>();
+      kv16.v_f16 = in.v.data.template cast<Eigen::half>();
+      in.k.data = kv16.k_f16.template cast<float>();
+      in.v.data = kv16.v_f16.template cast<float>();
+    }
+    return true;
+  }
+}
+
+template bool round_kv<float>(Inputs<float>&, KvDtype, HalfKv&);
+template bool round_kv<double>(Inputs<double>&, KvDtype, HalfKv&);
 template Inputs<float> load_inputs<float>(const InputPlan&);
 template Inputs<double> load_inputs<double>(const InputPlan&);
 template void check_finite<float>(const Inputs<float>&, const InputPlan&, const std::string&);

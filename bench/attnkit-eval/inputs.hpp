@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit-eval/scoring.hpp"
 #include "attnkit/attention/heads.hpp"
 #include "attnkit/core/types.hpp"
 #include "attnkit/io/npy.hpp"
@@ -102,5 +103,13 @@ Inputs<Scalar> load_inputs(const InputPlan& plan);
 /// \throws UsageError.
 template <typename Scalar>
 void check_finite(const Inputs<Scalar>& in, const InputPlan& plan, const std::string& command);
+
+/// --kv-dtype: rounds K and V of `in` once, in place, to `t` (to nearest,
+/// ties to even; rounding to a type at least as wide as Scalar changes
+/// nothing). For bf16 and f16 (Scalar float only) also returns K and V in
+/// 16 bits for the methods that read 16-bit storage; otherwise kv16 is left
+/// untouched and false is returned.
+template <typename Scalar>
+bool round_kv(Inputs<Scalar>& in, KvDtype t, HalfKv& kv16);
 
 }  // namespace attnkit_eval

@@ -14,10 +14,15 @@
 #include "attnkit-eval/errors.hpp"
 #include "attnkit-eval/flags.hpp"
 #include "attnkit-eval/numbers.hpp"
+#include "attnkit-eval/scored.hpp"
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/heads.hpp"
 #include "attnkit/detail/parallel.hpp"
+#include "attnkit/linear/feature_maps.hpp"
+#include "attnkit/linear/linear_attention.hpp"
+#include "attnkit/linear/positive_random_features.hpp"
 #include "attnkit/prune/prompt.hpp"
+#include "attnkit/sparse/lsh_attention.hpp"
 #include "materialized.hpp"
 
 namespace attnkit_eval {
@@ -109,6 +114,12 @@ std::string Registry::names() const {
   return s;
 }
 
+void check_scoring(const Method& m, const Scoring& scoring) {
+  if (scoring.is_dot() || m.similarities) return;
+  throw UsageError(scoring.flag() + ": method '" + m.name +
+                   "' computes the dot-product score only (reference, flash and topk take every similarity)");
+}
+
 // --- the built-in methods' parameters ----------------------------------------
 
 namespace {
@@ -144,8 +155,10 @@ PruneFlags prune_flags(const MethodParams& p) {
 /// per key/value head.
 template <typename Scalar>
 MethodResult<Scalar> prune_all_heads(const ConstRef<Scalar>& q, const ConstRef<Scalar>& k,
-                                     const ConstRef<Scalar>& v, const HeadLayout& heads,
-                                     const AttentionOptions& o, const MethodParams& p) {
+                                     const ConstRef<Scalar>& v, const RunContext& ctx,
+                                     const MethodParams& p) {
+  const HeadLayout& heads = ctx.heads;
+  const AttentionOptions& o = ctx.options;
   const PruneSettings s = prune_settings(prune_flags(p));
   attnkit::PruneOptions opt = s.protocol.prune;
   opt.scale = o.scale;
@@ -198,9 +211,9 @@ MethodResult<Scalar> prune_all_heads(const ConstRef<Scalar>& q, const ConstRef<S
 //
 //   {
 //     Method m("flash", "tiled exact attention, O(n) extra memory", /*exact=*/true);
-//     m.set_kernel([](const auto& q, const auto& k, const auto& v, const HeadLayout& heads,
-//                     const AttentionOptions& o, const MethodParams&) {
-//       return attnkit::flash_attention_heads(q, k, v, heads, o);
+//     m.set_kernel([](const auto& q, const auto& k, const auto& v, const RunContext& ctx,
+//                     const MethodParams&) {
+//       return attnkit::flash_attention_heads(q, k, v, ctx.heads, ctx.options);
 //     });
 //     r.add(std::move(m));
 //   }
@@ -223,9 +236,10 @@ Registry builtin_methods() {
   {
     Method m("reference", "exact attention in a wider type, row by row (attnkit/attention/reference.hpp)",
              true);
-    m.set_kernel([](const auto& q, const auto& k, const auto& v, const HeadLayout& heads,
-                    const AttentionOptions& o,
-                    const MethodParams&) { return attnkit::reference_attention_heads(q, k, v, heads, o); });
+    m.similarities = true;
+    m.set_kernel([](const auto& q, const auto& k, const auto& v, const RunContext& ctx, const MethodParams&) {
+      return run_scored(ScoredCall{ScoredMethod::reference, 0, 0}, q, k, v, ctx);
+    });
     r.add(std::move(m));
   }
   {
@@ -242,10 +256,16 @@ Registry builtin_methods() {
     m.options = {{"threads", "all", "flash: threads, a count >= 1 or 'all' (default all)"}};
     m.sweep = {{{"threads", "1"}}, {{"threads", "all"}}};
     m.check = [](const MethodParams& p) { flash_threads(p); };
-    m.set_kernel([](const auto& q, const auto& k, const auto& v, const HeadLayout& heads,
-                    const AttentionOptions& o, const MethodParams& p) {
-      return attnkit::flash_attention_heads(q, k, v, heads, o, attnkit::FlashConfig{flash_threads(p)});
-    });
+    m.similarities = true;
+    m.set_kernel(
+        [](const auto& q, const auto& k, const auto& v, const RunContext& ctx, const MethodParams& p) {
+          using Scalar = typename std::decay_t<decltype(q)>::Scalar;
+          MethodResult<Scalar> res(
+              run_scored(ScoredCall{ScoredMethod::flash, flash_threads(p), 0}, q, k, v, ctx));
+          // With --kv-dtype bf16|f16 flash keeps K and V in 16 bits.
+          if (ctx.kv16) res.cache_bytes = 2 * static_cast<std::size_t>(k.size() + v.size());
+          return res;
+        });
     r.add(std::move(m));
   }
   {
@@ -293,9 +313,86 @@ Registry builtin_methods() {
         if (p.text(extra) != defaults.text(extra)) s += std::string(" ") + extra + "=" + p.text(extra);
       return s;
     };
-    m.set_kernel([](const auto& q, const auto& k, const auto& v, const HeadLayout& heads,
-                    const AttentionOptions& o,
-                    const MethodParams& p) { return prune_all_heads(q, k, v, heads, o, p); });
+    m.set_kernel([](const auto& q, const auto& k, const auto& v, const RunContext& ctx,
+                    const MethodParams& p) { return prune_all_heads(q, k, v, ctx, p); });
+    r.add(std::move(m));
+  }
+  {
+    Method m(
+        "topk",
+        "exact top-k attention: each query's k largest logits, softmax over them (attnkit/sparse/topk.hpp)",
+        false);
+    m.similarities = true;
+    m.options = {{"topk", "64", "topk: keys kept per query, >= 1"}};
+    m.sweep = {{{"topk", "32"}}, {{"topk", "128"}}, {{"topk", "512"}}};
+    m.check = [](const MethodParams& p) { p.count("topk"); };
+    m.set_kernel(
+        [](const auto& q, const auto& k, const auto& v, const RunContext& ctx, const MethodParams& p) {
+          return run_scored(ScoredCall{ScoredMethod::topk, 0, p.count("topk")}, q, k, v, ctx);
+        });
+    r.add(std::move(m));
+  }
+  {
+    // Kernelized linear attention: softmax's kernel replaced by a feature
+    // map's inner product (docs/linear.md).
+    Method m("linear",
+             "kernelized linear attention, O(n m d): elu+1, relu or FAVOR+ features (attnkit/linear)", false);
+    m.options = {{"map", "elu", "linear: feature map, elu | relu | favor"},
+                 {"features", "256", "linear: random features m of --map favor, >= 1"}};
+    m.sweep = {{{"map", "elu"}}, {{"map", "relu"}}, {{"map", "favor"}}};
+    m.check = [](const MethodParams& p) {
+      const std::string& map = p.text("map");
+      if (map != "elu" && map != "relu" && map != "favor")
+        throw UsageError("--map " + map + ": expected elu|relu|favor");
+      p.count("features");
+    };
+    m.label = [](const MethodParams& p) {
+      return "map=" + p.text("map") + (p.text("map") == "favor" ? " features=" + p.text("features") : "");
+    };
+    m.set_kernel(per_head([](const auto& q, const auto& k, const auto& v, const AttentionOptions& o,
+                             const MethodParams& p) {
+      using Scalar = typename std::decay_t<decltype(q)>::Scalar;
+      attnkit::LinearAttentionOptions lo;
+      lo.mask = o.mask;
+      lo.threads = 0;
+      if (o.mask.window || o.mask.sinks != 0)  // named by the flags, not by the library's option
+        throw UsageError("--window/--sinks: linear attention's prefix state covers whole prefixes");
+      const std::string& map = p.text("map");
+      if (map == "elu") return attnkit::linear_attention(q, k, v, attnkit::EluFeatureMap{}, lo);
+      if (map == "relu") return attnkit::linear_attention(q, k, v, attnkit::ReluFeatureMap{}, lo);
+      attnkit::PositiveRandomFeatureOptions fo;
+      fo.features = p.count("features");
+      fo.seed = 1;
+      fo.scale = o.scale;
+      return attnkit::linear_attention(q, k, v, attnkit::PositiveRandomFeatures<Scalar>(q.cols(), fo), lo);
+    }));
+    r.add(std::move(m));
+  }
+  {
+    Method m("lsh",
+             "LSH bucketed attention: each query attends to the keys sharing a SimHash bucket in any round "
+             "(attnkit/sparse/lsh_attention.hpp)",
+             false);
+    m.options = {{"rounds", "4", "lsh: hash rounds L, >= 1"},
+                 {"bits", "4", "lsh: SimHash bits per round (2^bits buckets), in [0, 30]"}};
+    m.sweep = {{{"rounds", "4"}, {"bits", "3"}}, {{"rounds", "8"}, {"bits", "4"}}};
+    m.check = [](const MethodParams& p) {
+      p.count("rounds");
+      parse_integer("--bits", p.text("bits"), 0, 30);
+    };
+    m.set_kernel(per_head(
+        [](const auto& q, const auto& k, const auto& v, const AttentionOptions& o, const MethodParams& p) {
+          if (o.mask.window || o.mask.sinks != 0)
+            throw UsageError("--window/--sinks: LSH attention supports none, causal and strict masks only");
+          attnkit::LshAttentionOptions lo;
+          lo.hash.kind = attnkit::LshHashKind::simhash;
+          lo.hash.buckets = Index{1} << parse_integer("--bits", p.text("bits"), 0, 30);
+          lo.hash.rounds = p.count("rounds");
+          lo.hash.seed = 1;
+          lo.mask = o.mask;
+          lo.scale = o.scale;
+          return attnkit::lsh_attention(q, k, v, lo);
+        }));
     r.add(std::move(m));
   }
   return r;

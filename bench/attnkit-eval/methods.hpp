@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "attnkit-eval/inputs.hpp"
+#include "attnkit-eval/scoring.hpp"
 #include "attnkit/attention/heads.hpp"
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/core/types.hpp"
@@ -72,11 +73,24 @@ struct MethodResult {
   std::optional<std::size_t> cache_bytes;
 };
 
-/// All heads: (Q, K, V stacked, head layout, options, parameters) -> result.
+/// What every method of one command is run with besides Q, K, V and its own
+/// parameters.
+struct RunContext {
+  attnkit::HeadLayout heads;
+  attnkit::AttentionOptions options;
+  /// --similarity / --tau / --curvature / --softcap / --alibi: only methods
+  /// with Method::similarities run another score than the dot product.
+  Scoring scoring;
+  /// --kv-dtype bf16|f16: K and V (already rounded to 16 bits in the K and V
+  /// a kernel gets) also stored in 16 bits, for the methods that read 16-bit
+  /// storage (flash); nullptr otherwise.
+  const HalfKv* kv16 = nullptr;
+};
+
+/// All heads: (Q, K, V stacked, context, parameters) -> result.
 template <typename Scalar>
 using Kernel = std::function<MethodResult<Scalar>(ConstRef<Scalar>, ConstRef<Scalar>, ConstRef<Scalar>,
-                                                  const attnkit::HeadLayout&,
-                                                  const attnkit::AttentionOptions&, const MethodParams&)>;
+                                                  const RunContext&, const MethodParams&)>;
 
 /// A method-specific command-line option: `--<name> VALUE` on `attention`.
 struct MethodOption {
@@ -96,6 +110,9 @@ struct Method {
   /// The method cannot take NaN or infinite inputs (a selection that ranks
   /// them): `attention` checks them first, as `compare` and `prune` always do.
   bool needs_finite_inputs = false;
+  /// The method takes every --similarity (and --softcap, --alibi); the
+  /// others compute the dot-product score only and refuse the rest.
+  bool similarities = false;
   std::vector<MethodOption> options;
   /// Parameter settings `compare` runs, each on top of the option defaults;
   /// empty means one run with the defaults.
@@ -117,8 +134,8 @@ struct Method {
   std::string describe(const MethodParams& p) const { return label ? label(p) : p.to_string(); }
 
   /// Sets the kernel for both scalar types from one generic callable
-  /// `(const auto& q, const auto& k, const auto& v, const HeadLayout&,
-  /// const AttentionOptions&, const MethodParams&)`.
+  /// `(const auto& q, const auto& k, const auto& v, const RunContext&,
+  /// const MethodParams&)`.
   template <typename F>
   void set_kernel(F f) {
     run_float = f;
@@ -159,8 +176,9 @@ class Registry {
 /// \throws std::logic_error if `f` returns the wrong shapes.
 template <typename F>
 auto per_head(F f) {
-  return [f](const auto& q, const auto& k, const auto& v, const attnkit::HeadLayout& heads,
-             const attnkit::AttentionOptions& o, const MethodParams& p) {
+  return [f](const auto& q, const auto& k, const auto& v, const RunContext& ctx, const MethodParams& p) {
+    const attnkit::HeadLayout& heads = ctx.heads;
+    const attnkit::AttentionOptions& o = ctx.options;
     using Scalar = typename std::decay_t<decltype(q)>::Scalar;
     const Index n_q = q.rows() / heads.q_heads, n_k = k.rows() / heads.kv_heads;
     attnkit::AttentionResult<Scalar> r{attnkit::RowMatrix<Scalar>(q.rows(), v.cols()),
@@ -179,8 +197,12 @@ auto per_head(F f) {
   };
 }
 
-/// attnkit-eval's methods: reference, materialized, flash, prune (methods.cpp,
-/// where adding a method is one registration block).
+/// \throws UsageError when `m` cannot run with `scoring` (a method without
+/// Method::similarities and a score other than the dot product), naming the flag.
+void check_scoring(const Method& m, const Scoring& scoring);
+
+/// attnkit-eval's methods: reference, materialized, flash, prune, topk,
+/// linear, lsh (methods.cpp, where adding a method is one registration block).
 Registry builtin_methods();
 
 }  // namespace attnkit_eval

@@ -37,6 +37,7 @@
 #include "attnkit/prune/compensation.hpp"
 #include "attnkit/prune/protocol.hpp"
 #include "attnkit/prune/statistics.hpp"
+#include "attnkit/similarity/rbf.hpp"
 #include "attnkit/version.hpp"
 #include "attnkit/workload/grouped.hpp"
 #include "attnkit/workload/synthetic.hpp"
@@ -404,8 +405,9 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
   EXPECT_EQ(w.at("attnkit_version"), version_string);
   EXPECT_DOUBLE_EQ(w.at("scale").get<double>(), 1 / std::sqrt(8.0));
   const auto& res = doc.at("results");
-  // reference (the oracle), materialized, flash threads=1, flash threads=all, prune x 3
-  ASSERT_EQ(res.size(), 7u);
+  // reference (the oracle), materialized, flash threads=1, flash threads=all,
+  // prune x 3, topk x 3, linear x 3, lsh x 2
+  ASSERT_EQ(res.size(), 15u);
   const auto& ref = res[0];
   EXPECT_EQ(ref.at("method"), "reference");
   EXPECT_EQ(ref.at("params"), "-");
@@ -503,7 +505,7 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
   std::getline(csv, line);
   EXPECT_EQ(line,
             "method,params,exact,status,seconds,speedup,max_abs_error,rel_fro_error,peak_bytes,cache_bytes,"
-            "message");
+            "max_abs_error_rounded,rel_fro_error_rounded,message");
   for (const auto& row : res) {
     ASSERT_TRUE(std::getline(csv, line));
     std::istringstream fields(line);
@@ -722,6 +724,88 @@ TEST_F(EvalCli, HelpAndVersionExitZero) {
   EXPECT_EQ(prune_help.code, 0);
   for (const char* needle : {"--query-window", "--shared-selection"})
     EXPECT_NE(prune_help.out.find(needle), std::string::npos) << needle;
+}
+
+TEST_F(EvalCli, SimilarityFlagsReachTheKernels) {
+  // rbf with tau 2 through the reference: the binary's reference against this
+  // process's reference with the same policy (two references' rounding).
+  const Index n = 12, d = 4;
+  const RowMatrix<double> qm = random_matrix<double>(n, d, 81), km = random_matrix<double>(n, d, 82),
+                          vm = random_matrix<double>(n, d, 83);
+  const std::string files = save_qkv(qm, km, vm);
+  ASSERT_EQ(run("attention " + files + " --mask causal --method reference --similarity rbf --tau 2 --out " +
+                q(dir / "o.npy"))
+                .code,
+            0);
+  const auto want = reference_attention(qm, km, vm, {Mask::causal()}, RbfScore{2});
+  // The rbf logits are -|q - k|^2 / 4 <= 2 d / 4 in magnitude for entries in [-1, 1].
+  EXPECT_TRUE(matrices_near(load<double>("o.npy", n, d), want.output,
+                            two_references_tolerance<double>(n, d, 2.0 * d, vm.cwiseAbs().maxCoeff())));
+  // ... and it is not the dot product's output.
+  const auto dot = reference_attention(qm, km, vm, {Mask::causal()});
+  EXPECT_GT((load<double>("o.npy", n, d) - dot.output).cwiseAbs().maxCoeff(), 1e-6);
+}
+
+TEST_F(EvalCli, Float16FilesComputeInFloat32) {
+  const Index n = 10, d = 4;
+  const RowMatrix<float> qm = random_matrix<float>(n, d, 91), km = random_matrix<float>(n, d, 92),
+                         vm = random_matrix<float>(n, d, 93);
+  NpyWriteOptions half;
+  half.dtype = NpyDtype::float16;
+  write_npy(dir / "q.npy", qm, half);
+  write_npy(dir / "k.npy", km, half);
+  write_npy(dir / "v.npy", vm, half);
+  const Outcome r = run("attention --q " + q(dir / "q.npy") + " --k " + q(dir / "k.npy") + " --v " +
+                        q(dir / "v.npy") + " --method reference --out " + q(dir / "o.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_npy_header(dir / "o.npy").dtype, NpyDtype::float32);
+  // Every half is exactly a float: the inputs as read are the rounded ones.
+  const RowMatrix<float> qh = qm.cast<Eigen::half>().cast<float>(), kh = km.cast<Eigen::half>().cast<float>(),
+                         vh = vm.cast<Eigen::half>().cast<float>();
+  const auto want = reference_attention(qh, kh, vh);
+  EXPECT_TRUE(matrices_near(
+      load<float>("o.npy", n, d), want.output,
+      two_references_tolerance<float>(n, d, max_abs_logit(qh, kh, 0.5), vh.cwiseAbs().maxCoeff())));
+}
+
+TEST_F(EvalCli, CompareWithSixteenBitKvSeparatesTheTwoErrors) {
+  const Index n = 48, d = 8;
+  const RowMatrix<float> qm = random_matrix<float>(n, d, 95), km = random_matrix<float>(n, d, 96),
+                         vm = random_matrix<float>(n, d, 97);
+  const Outcome r =
+      run("compare " + save_qkv(qm, km, vm) +
+          " --mask causal --repeats 1 --methods flash,topk --kv-dtype bf16 --json " + q(dir / "r.json"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("K and V rounded to bf16"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("max_abs_error_rounded"), std::string::npos) << r.out;
+  const auto doc = nlohmann::json::parse(read_file(dir / "r.json"));
+  EXPECT_EQ(doc.at("workload").at("kv_dtype"), "bf16");
+  EXPECT_EQ(doc.at("workload").at("similarity"), "dot");
+  const auto& res = doc.at("results");
+  ASSERT_EQ(res.size(), 6u);  // oracle, flash x 2, topk x 3
+  // The oracle row: the rounding of K and V alone moves the exact output.
+  const RowMatrix<float> kb = km.cast<Eigen::bfloat16>().cast<float>(),
+                         vb = vm.cast<Eigen::bfloat16>().cast<float>();
+  const auto exact = reference_attention(qm, km, vm, {Mask::causal()});
+  const auto rounded = reference_attention(qm, kb, vb, {Mask::causal()});
+  const double rounding = max_abs_error(exact.output, rounded.output);
+  ASSERT_GT(rounding, 0.0);
+  // Both references are within half an ulp of float of the exact results
+  // (plus the wide type's rounding, far below): the reported difference is
+  // within an ulp of float (times max|v| <= 1) of the one computed here.
+  EXPECT_NEAR(res[0].at("max_abs_error_rounded").get<double>(), rounding, 2 * eps<float>());
+  for (std::size_t i : {1u, 2u}) {
+    ASSERT_EQ(res[i].at("method"), "flash");
+    // flash keeps K and V in 16 bits.
+    EXPECT_EQ(res[i].at("cache_bytes").get<std::int64_t>(), n * (d + d) * 2);
+    // Its own error (against the reference on the rounded K and V) is the
+    // fused kernel's rounding in float: within its worst-case bound.
+    const Bound b = error_bound(qm, kb, vb, 1 / std::sqrt(8.0), 128, BoundKind::worst_case);
+    EXPECT_LE(res[i].at("max_abs_error_rounded").get<double>(), b.output.maxCoeff() + eps<float>());
+    // Against the unrounded reference the rounding of K and V adds up:
+    // within the kernel's error of the rounding-only difference.
+    EXPECT_NEAR(res[i].at("max_abs_error").get<double>(), rounding, b.output.maxCoeff() + 2 * eps<float>());
+  }
 }
 
 // --- prune -------------------------------------------------------------------
@@ -1276,6 +1360,43 @@ TEST_F(EvalCliBadInput, Compare) {
       {compare + " --json " + q(p("r.json")) + plot,
        {"--plot: cannot run Python"},
        "ATTNKIT_EVAL_PLOT_SCRIPT=" + q(p("fail.py")) + " ATTNKIT_PYTHON=" + q(p("no-such-python"))},
+  });
+}
+
+TEST_F(EvalCliBadInput, SimilarityStorageAndMethodFlags) {
+  const std::string att = "attention " + files + out;
+  expect_refused({
+      {att + " --method linear --similarity rbf",
+       {"--similarity rbf", "method 'linear'", "dot-product score only"}},
+      {att + " --method lsh --alibi", {"--alibi", "method 'lsh'"}},
+      {att + " --method flash --similarity euclid", {"--similarity euclid", "dot|rbf|cosine|hyperbolic"}},
+      {att + " --method flash --similarity rbf --tau 0", {"--tau 0", "finite and > 0"}},
+      {att + " --method flash --similarity cosine --tau nan", {"--tau nan"}},
+      {att + " --method flash --tau 2", {"--tau 2", "--scale"}},
+      {att + " --method flash --similarity hyperbolic --curvature -1", {"--curvature -1", "finite and > 0"}},
+      {att + " --method flash --similarity rbf --curvature 1",
+       {"--curvature 1", "only --similarity hyperbolic"}},
+      {att + " --method flash --softcap 0", {"--softcap 0", "finite and > 0"}},
+      {att + " --method flash --softcap 30 --alibi", {"--softcap 30", "--alibi", "choose one"}},
+      {att + " --method flash --similarity cosine --softcap 30", {"--softcap 30", "cosine"}},
+      {att + " --method flash --kv-dtype bf8", {"--kv-dtype bf8", "f32|f64|bf16|f16"}},
+      {att + " --method flash --kv-dtype bf16 --dtype float64", {"--kv-dtype bf16", "--dtype float32"}},
+      {att + " --method flash --kv-dtype f16 --similarity rbf",
+       {"--similarity rbf", "--kv-dtype f16", "dot-product"}},
+      {att + " --method topk --topk 0", {"--topk 0"}},
+      {att + " --method linear --map cos", {"--map cos", "elu|relu|favor"}},
+      {att + " --method linear --map favor --features 0", {"--features 0"}},
+      {att + " --method linear --window 3", {"--window", "whole prefixes"}},
+      {att + " --method lsh --bits 31", {"--bits 31"}},
+      {att + " --method lsh --rounds 0", {"--rounds 0"}},
+      {att + " --method flash --topk 4", {"--topk is not an option of method 'flash'"}},
+      {"prune " + square + " --ratio 0.5 --query-window 8 --recent 4 --similarity rbf --out-dims " +
+           q(p("d.npy")),
+       {"--similarity", "prune ranks key dimensions"}},
+      {"prune " + square + " --ratio 0.5 --query-window 8 --recent 4 --kv-dtype bf16 --out-dims " +
+           q(p("d.npy")),
+       {"--kv-dtype bf16", "prune keeps K"}},
+      {"compare " + square + " --repeats 1 --kv-dtype bf16 --dtype float64", {"--kv-dtype bf16", "float32"}},
   });
 }
 

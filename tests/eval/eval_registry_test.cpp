@@ -16,12 +16,23 @@
 
 #include "attention/flash_bounds.hpp"
 #include "attnkit-eval/cli.hpp"
+#include "attnkit-eval/commands.hpp"
 #include "attnkit-eval/compare.hpp"
 #include "attnkit-eval/errors.hpp"
 #include "attnkit/attention/heads.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/io/npy.hpp"
+#include "attnkit/linear/feature_maps.hpp"
+#include "attnkit/linear/linear_attention.hpp"
+#include "attnkit/linear/positive_random_features.hpp"
 #include "attnkit/prune/prompt.hpp"
+#include "attnkit/similarity/alibi.hpp"
+#include "attnkit/similarity/cosine.hpp"
+#include "attnkit/similarity/hyperbolic.hpp"
+#include "attnkit/similarity/rbf.hpp"
+#include "attnkit/similarity/softcap.hpp"
+#include "attnkit/sparse/lsh_attention.hpp"
+#include "attnkit/sparse/topk.hpp"
 #include "attnkit/workload/grouped.hpp"
 #include "file_util.hpp"
 #include "test_util.hpp"
@@ -153,10 +164,12 @@ TEST(BuiltinMethods, ExactMethodsMatchTheReferenceHeadByHeadOnGroupedHeads) {
   for (const MaskKind kind : {MaskKind::none, MaskKind::causal, MaskKind::strict_causal})
     for (const Mask mask : {Mask(kind), Mask(kind).with_window(7), Mask(kind).with_window(7).with_sinks(3)}) {
       const AttentionOptions o{mask, {}};
-      const auto ref =
-          r.find("reference")->kernel<double>()(w.stacked.q, w.stacked.k, w.stacked.v, layout, o, {});
-      const auto mat =
-          r.find("materialized")->kernel<double>()(w.stacked.q, w.stacked.k, w.stacked.v, layout, o, {});
+      const auto ref = r.find("reference")
+                           ->kernel<double>()(w.stacked.q, w.stacked.k, w.stacked.v,
+                                              RunContext{layout, o, {}, nullptr}, {});
+      const auto mat = r.find("materialized")
+                           ->kernel<double>()(w.stacked.q, w.stacked.k, w.stacked.v,
+                                              RunContext{layout, o, {}, nullptr}, {});
       const Method& flash = *r.find("flash");
       for (Index h = 0; h < 4; ++h) {
         const Index g = h / 2;
@@ -173,7 +186,8 @@ TEST(BuiltinMethods, ExactMethodsMatchTheReferenceHeadByHeadOnGroupedHeads) {
         EXPECT_TRUE(within_bound(mat_h, want, error_bound(qh, kg, vg, scale, n_k, BoundKind::worst_case)))
             << where;
         for (const MethodParams& p : flash.compare_settings()) {
-          const auto all = flash.kernel<double>()(w.stacked.q, w.stacked.k, w.stacked.v, layout, o, p);
+          const auto all = flash.kernel<double>()(w.stacked.q, w.stacked.k, w.stacked.v,
+                                                  RunContext{layout, o, {}, nullptr}, p);
           const AttentionResult<double> one{all.attention.output.middleRows(h * n_q, n_q),
                                             all.attention.lse.segment(h * n_q, n_q)};
           EXPECT_TRUE(within_bound(one, want, error_bound(qh, kg, vg, scale, 128, BoundKind::worst_case)))
@@ -192,7 +206,8 @@ TEST(BuiltinMethods, MaterializedFollowsTheMaskConventionsInFloatToo) {
   for (const Mask mask :
        {Mask::none(), Mask::causal(), Mask::strict_causal(), Mask::causal().with_window(2)}) {
     const AttentionOptions o{mask, {}};
-    const auto got = r.find("materialized")->kernel<float>()(q, k, v, HeadLayout{}, o, {});
+    const auto got =
+        r.find("materialized")->kernel<float>()(q, k, v, RunContext{HeadLayout{}, o, {}, nullptr}, {});
     EXPECT_TRUE(within_bound(got.attention, reference_attention(q, k, v, o),
                              error_bound(q, k, v, scale, 11, BoundKind::worst_case)))
         << to_string(mask.kind);
@@ -200,7 +215,8 @@ TEST(BuiltinMethods, MaterializedFollowsTheMaskConventionsInFloatToo) {
   // Strict causal with offset 0: row 0 sees no key: a zero row and lse -inf,
   // as attnkit's kernels give.
   const auto none =
-      r.find("materialized")->kernel<float>()(q, k, v, HeadLayout{}, {Mask::strict_causal(0), {}}, {});
+      r.find("materialized")
+          ->kernel<float>()(q, k, v, RunContext{HeadLayout{}, {Mask::strict_causal(0), {}}, {}, nullptr}, {});
   EXPECT_TRUE((none.attention.output.row(0).array() == 0).all());
   EXPECT_EQ(none.attention.lse(0), -std::numeric_limits<float>::infinity());
 }
@@ -251,7 +267,8 @@ TEST(BuiltinMethods, PruneSelectsPerQueryHeadOrSharedPerKeyValueHead) {
     const MethodParams p = prune.resolve(
         {{"ratio", "0.5"}, {"recent", "16"}, {"query-window", "8"}, {"shared-selection", shared}});
     EXPECT_NO_THROW(prune.check(p));
-    const auto got = prune.kernel<double>()(gw.stacked.q, gw.stacked.k, gw.stacked.v, layout, o, p);
+    const auto got = prune.kernel<double>()(gw.stacked.q, gw.stacked.k, gw.stacked.v,
+                                            RunContext{layout, o, {}, nullptr}, p);
     std::size_t bytes = 0;
     for (Index g = 0; g < 2; ++g) {
       const RowMatrix<double> kg = gw.stacked.k.middleRows(g * n, n), vg = gw.stacked.v.middleRows(g * n, n);
@@ -441,9 +458,248 @@ TEST(EvalCliInProcess, CompareReportsAThrowingMethodAsAFailedRowAndKeepsTheOther
   EXPECT_TRUE(res[3].at("seconds").is_null());
   EXPECT_TRUE(res[3].at("rel_fro_error").is_null());
   EXPECT_NE(r.out.find("failed: broken: kaboom second line"), std::string::npos) << r.out;
-  EXPECT_NE(read_file(dir / "r.csv").find("broken,\"-\",true,failed,,,,,,,\"kaboom second line\""),
+  EXPECT_NE(read_file(dir / "r.csv").find("broken,\"-\",true,failed,,,,,,,,,\"kaboom second line\""),
             std::string::npos)
       << read_file(dir / "r.csv");
+}
+
+// --- similarities, the new methods and 16-bit K/V -----------------------------
+//
+// The tool must run the library's function with the options its flags name:
+// each registry kernel is compared with the library call it wraps, made here
+// directly. This test and attnkit_eval_core are built with the same -march,
+// so the same call gives the same bits: the comparisons are exact. (What the
+// library functions compute is tested in their own test files.)
+
+struct Stacked {
+  RowMatrix<float> q, k, v;
+};
+
+/// 4 query heads over 2 key/value heads, n = 24, d = 8 (inside the unit ball
+/// for the hyperbolic score: entries in [-1, 1] / 4 give |x| <= sqrt(8) / 4 < 1).
+Stacked small_heads() {
+  return {random_matrix<float>(4 * 24, 8, 701) / 4, random_matrix<float>(2 * 24, 8, 702) / 4,
+          random_matrix<float>(2 * 24, 8, 703)};
+}
+
+template <typename Policy>
+void expect_scored_like_the_library(const Registry& r, const Stacked& s, const Scoring& scoring,
+                                    const Policy& policy) {
+  const HeadLayout layout{4, 2};
+  const AttentionOptions o{Mask::causal()};
+  const RunContext ctx{layout, o, scoring, nullptr};
+  const RunContext dot{layout, o, {}, nullptr};
+  const MethodParams flash_params = r.find("flash")->resolve({{"threads", "1"}});
+  const auto flash = r.find("flash")->kernel<float>()(s.q, s.k, s.v, ctx, flash_params);
+  const auto want = flash_attention_heads(s.q, s.k, s.v, layout, o, FlashConfig{1}, policy);
+  EXPECT_TRUE(matrices_near(flash.attention.output, want.output, 0.0)) << scoring.describe();
+  EXPECT_TRUE(matrices_near(flash.attention.lse, want.lse, 0.0)) << scoring.describe();
+  // The score matters: the dot product gives another output.
+  const auto flash_dot = r.find("flash")->kernel<float>()(s.q, s.k, s.v, dot, flash_params);
+  EXPECT_GT((flash.attention.output - flash_dot.attention.output).cwiseAbs().maxCoeff(), 0.0f)
+      << scoring.describe();
+
+  const auto ref = r.find("reference")->kernel<float>()(s.q, s.k, s.v, ctx, {});
+  const auto ref_want = reference_attention_heads(s.q, s.k, s.v, layout, o, policy);
+  EXPECT_TRUE(matrices_near(ref.attention.output, ref_want.output, 0.0)) << scoring.describe();
+
+  // topk: head by head with that head's policy (ALiBi's slope is per head).
+  const auto topk =
+      r.find("topk")->kernel<float>()(s.q, s.k, s.v, ctx, r.find("topk")->resolve({{"topk", "5"}}));
+  for (Index h = 0; h < 4; ++h) {
+    const auto one = topk_attention(s.q.middleRows(h * 24, 24), s.k.middleRows((h / 2) * 24, 24),
+                                    s.v.middleRows((h / 2) * 24, 24), TopkOptions{5}, o, FlashConfig{},
+                                    attnkit::detail::policy_for_head(policy, h, 4));
+    EXPECT_TRUE(matrices_near(topk.attention.output.middleRows(h * 24, 24), one.output, 0.0))
+        << scoring.describe() << " head " << h;
+  }
+}
+
+TEST(EvalRegistry, EverySimilarityReachesReferenceFlashAndTopk) {
+  const Registry r = builtin_methods();
+  const Stacked s = small_heads();
+  Scoring sc;
+  sc.kind = Similarity::rbf;
+  sc.tau = 2;
+  expect_scored_like_the_library(r, s, sc, RbfScore{2});
+  sc = {};
+  sc.kind = Similarity::cosine;
+  sc.tau = 0.5;
+  expect_scored_like_the_library(r, s, sc, CosineScore{0.5});
+  sc = {};
+  sc.kind = Similarity::hyperbolic;
+  sc.curvature = 2;
+  sc.tau = 0.5;
+  expect_scored_like_the_library(r, s, sc, hyperbolic_score<float>(2, 0.5));
+  sc = {};
+  sc.kind = Similarity::softcap;
+  sc.cap = 0.2;  // below the largest |logit|, so the cap changes the scores
+  expect_scored_like_the_library(r, s, sc, SoftcapScore{0.2});
+  sc = {};
+  sc.kind = Similarity::alibi;
+  expect_scored_like_the_library(r, s, sc, AlibiScore::standard());
+}
+
+TEST(EvalRegistry, DotProductOnlyMethodsRefuseOtherScores) {
+  const Registry r = builtin_methods();
+  Scoring rbf;
+  rbf.kind = Similarity::rbf;
+  for (const char* name : {"materialized", "prune", "linear", "lsh"})
+    EXPECT_TRUE(throws_usage_error([&] { check_scoring(*r.find(name), rbf); },
+                                   {"--similarity rbf", name, "dot-product score only"}))
+        << name;
+  for (const char* name : {"reference", "flash", "topk"})
+    EXPECT_NO_THROW(check_scoring(*r.find(name), rbf)) << name;
+}
+
+TEST(EvalRegistry, ScoringFlagsAreValidatedNamingTheFlag) {
+  EXPECT_TRUE(scoring_flags({}).is_dot());
+  EXPECT_EQ(scoring_flags({"hyperbolic", "0.5", "2", "", false}).describe(), "hyperbolic c=2 tau=0.5");
+  EXPECT_EQ(scoring_flags({"", "", "", "30", false}).describe(), "softcap cap=30");
+  EXPECT_EQ(scoring_flags({"dot", "", "", "", true}).kind, Similarity::alibi);
+  EXPECT_TRUE(throws_usage_error(
+      [] {
+        scoring_flags({"euclid", "", "", "", false});
+      },
+      {"--similarity euclid", "dot|rbf|cosine|hyperbolic"}));
+  for (const char* tau : {"0", "-1"})
+    EXPECT_TRUE(throws_usage_error(
+        [&] {
+          scoring_flags({"rbf", tau, "", "", false});
+        },
+        {"--tau", "finite and > 0"}))
+        << tau;
+  for (const char* tau : {"inf", "nan"})
+    EXPECT_TRUE(throws_usage_error(
+        [&] {
+          scoring_flags({"rbf", tau, "", "", false});
+        },
+        {"--tau", tau, "not a finite number"}))
+        << tau;
+  EXPECT_TRUE(throws_usage_error([] { scoring_flags({"", "2", "", "", false}); }, {"--tau 2", "--scale"}));
+  EXPECT_TRUE(throws_usage_error(
+      [] {
+        scoring_flags({"hyperbolic", "", "0", "", false});
+      },
+      {"--curvature 0", "finite and > 0"}));
+  EXPECT_TRUE(throws_usage_error(
+      [] {
+        scoring_flags({"cosine", "", "1", "", false});
+      },
+      {"--curvature 1", "only --similarity hyperbolic"}));
+  EXPECT_TRUE(throws_usage_error([] { scoring_flags({"", "", "", "-3", false}); }, {"--softcap -3"}));
+  EXPECT_TRUE(throws_usage_error(
+      [] {
+        scoring_flags({"", "", "", "30", true});
+      },
+      {"--softcap 30", "--alibi"}));
+  EXPECT_TRUE(throws_usage_error([] { scoring_flags({"rbf", "", "", "", true}); }, {"--alibi", "rbf"}));
+  EXPECT_TRUE(throws_usage_error([] { kv_dtype_flag("bf8"); }, {"--kv-dtype bf8", "f32|f64|bf16|f16"}));
+}
+
+TEST(EvalRegistry, LinearAndLshRunTheLibraryWithTheirOptions) {
+  const Registry r = builtin_methods();
+  const Stacked s = small_heads();
+  const HeadLayout layout{4, 2};
+  const AttentionOptions o{Mask::causal()};
+  const RunContext ctx{layout, o, {}, nullptr};
+  const Method& linear = *r.find("linear");
+  const Method& lsh = *r.find("lsh");
+  for (const char* map : {"elu", "relu", "favor"}) {
+    const auto got =
+        linear.kernel<float>()(s.q, s.k, s.v, ctx, linear.resolve({{"map", map}, {"features", "16"}}));
+    LinearAttentionOptions lo;
+    lo.mask = o.mask;
+    lo.threads = 0;
+    for (Index h = 0; h < 4; ++h) {
+      const auto qh = s.q.middleRows(h * 24, 24);
+      const auto kh = s.k.middleRows((h / 2) * 24, 24), vh = s.v.middleRows((h / 2) * 24, 24);
+      PositiveRandomFeatureOptions fo;
+      fo.features = 16;
+      fo.seed = 1;
+      const AttentionResult<float> want =
+          std::string(map) == "elu" ? linear_attention(qh, kh, vh, EluFeatureMap{}, lo)
+          : std::string(map) == "relu"
+              ? linear_attention(qh, kh, vh, ReluFeatureMap{}, lo)
+              : linear_attention(qh, kh, vh, PositiveRandomFeatures<float>(8, fo), lo);
+      EXPECT_TRUE(matrices_near(got.attention.output.middleRows(h * 24, 24), want.output, 0.0)) << map << h;
+    }
+  }
+  const auto got = lsh.kernel<float>()(s.q, s.k, s.v, ctx, lsh.resolve({{"rounds", "3"}, {"bits", "2"}}));
+  LshAttentionOptions lo;
+  lo.hash = {LshHashKind::simhash, 4, 3, 1};
+  lo.mask = o.mask;
+  for (Index h = 0; h < 4; ++h) {
+    const auto want = lsh_attention(s.q.middleRows(h * 24, 24), s.k.middleRows((h / 2) * 24, 24),
+                                    s.v.middleRows((h / 2) * 24, 24), lo);
+    EXPECT_TRUE(matrices_near(got.attention.output.middleRows(h * 24, 24), want.output, 0.0)) << h;
+  }
+  EXPECT_TRUE(throws_usage_error([&] { linear.check(linear.resolve({{"map", "cos"}})); }, {"--map cos"}));
+  EXPECT_TRUE(throws_usage_error([&] { lsh.check(lsh.resolve({{"bits", "31"}})); }, {"--bits", "31"}));
+  EXPECT_TRUE(throws_usage_error(
+      [&] {
+        r.find("topk")->check(r.find("topk")->resolve({{"topk", "0"}}));
+      },
+      {"--topk", "0"}));
+}
+
+TEST(EvalRegistry, SixteenBitKvIsRoundedOnceAndFlashReadsIt) {
+  const Stacked s = small_heads();
+  const Registry r = builtin_methods();
+  const HeadLayout layout{4, 2};
+  const AttentionOptions o{Mask::none()};
+  for (const KvDtype t : {KvDtype::bf16, KvDtype::f16}) {
+    Inputs<float> in{{4, 24, 8, true, s.q}, {2, 24, 8, true, s.k}, {2, 24, 8, true, s.v}};
+    HalfKv kv16;
+    ASSERT_TRUE(round_kv(in, t, kv16));
+    EXPECT_EQ(kv16.bf16, t == KvDtype::bf16);
+    // Rounded once, to nearest: every entry is the 16-bit value, within the
+    // type's unit roundoff relative (bf16 keeps 8 significant bits: 2^-8;
+    // f16 11: 2^-11), plus half the spacing of f16's subnormals (2^-25)
+    // for entries below its smallest normal 2^-14.
+    const double half_ulp = t == KvDtype::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+    const double subnormal = t == KvDtype::bf16 ? 0.0 : std::ldexp(1.0, -25);
+    for (Index i = 0; i < s.k.size(); ++i) {
+      const double x = s.k.data()[i], y = in.k.data.data()[i];
+      const double stored = t == KvDtype::bf16
+                                ? static_cast<double>(static_cast<float>(kv16.k_bf16.data()[i]))
+                                : static_cast<double>(static_cast<float>(kv16.k_f16.data()[i]));
+      EXPECT_EQ(y, stored);
+      EXPECT_LE(std::fabs(x - y), half_ulp * std::fabs(x) + subnormal) << i;
+    }
+    const RunContext ctx{layout, o, {}, &kv16};
+    const auto got = r.find("flash")->kernel<float>()(in.q.data, in.k.data, in.v.data, ctx,
+                                                      r.find("flash")->resolve({{"threads", "1"}}));
+    const auto want =
+        t == KvDtype::bf16
+            ? flash_attention_heads<float>(s.q, kv16.k_bf16, kv16.v_bf16, layout, o, FlashConfig{1})
+            : flash_attention_heads<float>(s.q, kv16.k_f16, kv16.v_f16, layout, o, FlashConfig{1});
+    EXPECT_TRUE(matrices_near(got.attention.output, want.output, 0.0));
+    ASSERT_TRUE(got.cache_bytes.has_value());
+    EXPECT_EQ(*got.cache_bytes, 2 * static_cast<std::size_t>(s.k.size() + s.v.size()));
+    // Another score with 16-bit storage is refused, not silently widened.
+    Scoring rbf;
+    rbf.kind = Similarity::rbf;
+    EXPECT_TRUE(throws_usage_error(
+        [&] {
+          r.find("flash")->kernel<float>()(in.q.data, in.k.data, in.v.data, RunContext{layout, o, rbf, &kv16},
+                                           {{"threads", "1"}});
+        },
+        {"--similarity rbf", "--kv-dtype", "dot-product score only"}));
+  }
+  // f32 on double inputs rounds to float; f64 and as_computed change nothing.
+  Inputs<double> d{{1, 24, 8, false, s.q.cast<double>() / 3},
+                   {1, 24, 8, false, s.k.cast<double>() / 3},
+                   {1, 24, 8, false, s.v.cast<double>() / 3}};
+  const RowMatrix<double> k0 = d.k.data;
+  HalfKv unused;
+  EXPECT_FALSE(round_kv(d, KvDtype::f64, unused));
+  EXPECT_TRUE(matrices_near(d.k.data, k0, 0.0));
+  EXPECT_FALSE(round_kv(d, KvDtype::f32, unused));
+  EXPECT_TRUE(matrices_near(d.k.data, k0.cast<float>().cast<double>(), 0.0));
+  EXPECT_GT((d.k.data - k0).cwiseAbs().maxCoeff(), 0.0);  // x / 3 is not a float
+  EXPECT_TRUE(
+      throws_usage_error([&] { round_kv(d, KvDtype::bf16, unused); }, {"--kv-dtype bf16", "float32"}));
 }
 
 }  // namespace
