@@ -46,6 +46,12 @@ void attention_typed(const AttentionArgs& a, std::ostream& err) {
         s.three_d ? std::vector<Index>{s.q_heads, s.n_q} : std::vector<Index>{s.n_q};
     files.write_npy("--lse", a.lse_path, lse_shape, ar.lse.data(), static_cast<std::size_t>(ar.lse.size()));
   }
+  if (!a.bound_path.empty()) {
+    if (!r.bound || r.bound->rows() != ar.output.rows() || r.bound->cols() != ar.output.cols())
+      throw std::logic_error("method '" + a.method->name + "' returned no bound of the output's shape");
+    files.write_npy("--bound", a.bound_path, out_shape, r.bound->data(),
+                    static_cast<std::size_t>(r.bound->size()));
+  }
   files.commit();
 }
 

@@ -126,7 +126,7 @@ int run_cli(int argc, const char* const* argv, const Registry& registry, PeakMem
 
   // attention
   CommonFlags af;
-  std::string method_name, out_path, lse_path;
+  std::string method_name, out_path, lse_path, bound_path;
   std::map<std::string, std::string> method_values;  // method options by name
   std::map<std::string, CLI::Option*> method_flags;
   CLI::App* attention = app.add_subcommand("attention", "compute one method's output and write it as .npy");
@@ -134,6 +134,9 @@ int run_cli(int argc, const char* const* argv, const Registry& registry, PeakMem
   attention->add_option("--method", method_name, "method: " + registry.names())->required();
   attention->add_option("--out", out_path, "output .npy: (n_q, d_v) or (heads, n_q, d_v)")->required();
   attention->add_option("--lse", lse_path, "also write each row's log-sum-exp: (n_q) or (heads, n_q)");
+  attention->add_option(
+      "--bound", bound_path,
+      "approx: also write the proven error bound of every output entry (float64, shaped as --out)");
   for (const Method& m : registry.methods())
     for (const MethodOption& o : m.options) {
       if (method_flags.count(o.name)) continue;
@@ -269,7 +272,12 @@ int run_cli(int argc, const char* const* argv, const Registry& registry, PeakMem
       if (a.method->check_shape) a.method->check_shape(a.params, a.common.inputs.shape);
       a.out_path = out_path;
       a.lse_path = lse_path;
-      check_outputs(input_files(af.spec), {{"--out", out_path}, {"--lse", lse_path}});
+      a.bound_path = bound_path;
+      if (!bound_path.empty() && !a.method->reports_bound)
+        throw UsageError("--bound " + bound_path + ": method '" + a.method->name +
+                         "' proves no error bound (approx does)");
+      check_outputs(input_files(af.spec),
+                    {{"--out", out_path}, {"--lse", lse_path}, {"--bound", bound_path}});
       run_attention(a, out, err);
       return 0;
     }

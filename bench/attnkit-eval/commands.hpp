@@ -38,7 +38,8 @@ struct AttentionArgs {
   const Method* method = nullptr;
   MethodParams params;  ///< resolved
   std::string out_path;
-  std::string lse_path;  ///< "" = no --lse
+  std::string lse_path;    ///< "" = no --lse
+  std::string bound_path;  ///< "" = no --bound (methods with Method::reports_bound)
 };
 
 /// `attention`: one method's output (and lse) written as .npy.

@@ -15,6 +15,7 @@
 #include "attnkit-eval/flags.hpp"
 #include "attnkit-eval/numbers.hpp"
 #include "attnkit-eval/scored.hpp"
+#include "attnkit/approx/approx_attention.hpp"
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/heads.hpp"
 #include "attnkit/detail/parallel.hpp"
@@ -128,6 +129,50 @@ namespace {
 int flash_threads(const MethodParams& p) {
   if (p.text("threads") == "all") return 0;
   return static_cast<int>(parse_integer("--threads", p.text("threads"), 1, attnkit::flash_max_threads));
+}
+
+/// approx's --budget: "none" (certified mode) or a key count >= 1.
+std::optional<Index> approx_budget(const MethodParams& p) {
+  if (p.text("budget") == "none") return std::nullopt;
+  return parse_integer("--budget", p.text("budget"), 1);
+}
+
+/// approx's --eps, in (0, 1).
+double approx_eps(const MethodParams& p) {
+  const double e = p.number("eps");
+  if (!(e > 0 && e < 1)) throw UsageError("--eps " + p.text("eps") + ": must be in (0, 1)");
+  return e;
+}
+
+/// approx on all heads, head by head (its index is per key/value head, but
+/// each query head has its own queries), with the bound stacked like the
+/// output.
+template <typename Scalar>
+MethodResult<Scalar> approx_all_heads(const ConstRef<Scalar>& q, const ConstRef<Scalar>& k,
+                                      const ConstRef<Scalar>& v, const RunContext& ctx,
+                                      const MethodParams& p) {
+  const HeadLayout& heads = ctx.heads;
+  attnkit::ApproxOptions ao;
+  ao.mask = ctx.options.mask;
+  ao.scale = ctx.options.scale;
+  ao.eps = approx_eps(p);
+  ao.budget = approx_budget(p);
+  ao.threads = 0;
+  const Index n_q = q.rows() / heads.q_heads, n_k = k.rows() / heads.kv_heads;
+  attnkit::AttentionResult<Scalar> r{attnkit::RowMatrix<Scalar>(q.rows(), v.cols()),
+                                     attnkit::Vector<Scalar>(q.rows())};
+  attnkit::RowMatrix<double> bound(q.rows(), v.cols());
+  for (Index h = 0; h < heads.q_heads; ++h) {
+    const Index g = heads.kv_head(h);
+    const attnkit::ApproxResult<Scalar> one = attnkit::approx_attention(
+        q.middleRows(h * n_q, n_q), k.middleRows(g * n_k, n_k), v.middleRows(g * n_k, n_k), ao);
+    r.output.middleRows(h * n_q, n_q) = one.output;
+    r.lse.segment(h * n_q, n_q) = one.lse;
+    bound.middleRows(h * n_q, n_q) = one.bound;
+  }
+  MethodResult<Scalar> res(std::move(r));
+  res.bound = std::move(bound);
+  return res;
 }
 
 /// The prune method's options as the pruning flags.
@@ -393,6 +438,34 @@ Registry builtin_methods() {
           lo.scale = o.scale;
           return attnkit::lsh_attention(q, k, v, lo);
         }));
+    r.add(std::move(m));
+  }
+  {
+    // Approximate attention with a bound it proves per output entry
+    // (docs/approx.md): certified (--eps) or budgeted (--budget).
+    Method m("approx",
+             "approximate attention with a proven per-entry error bound, certified (--eps) or budgeted "
+             "(--budget) (attnkit/approx, docs/approx.md)",
+             false);
+    m.reports_bound = true;
+    m.options = {
+        {"eps", "0.01", "approx: target bound eps * max|v| per column, in (0, 1)"},
+        {"budget", "none", "approx: keys opened exactly per query (budgeted mode), or none (certified)"}};
+    m.sweep = {{{"eps", "0.1"}},
+               {{"eps", "0.01"}},
+               {{"eps", "0.001"}},
+               {{"eps", "0.01"}, {"budget", "256"}},
+               {{"eps", "0.01"}, {"budget", "1024"}}};
+    m.check = [](const MethodParams& p) {
+      approx_eps(p);
+      approx_budget(p);
+    };
+    m.label = [](const MethodParams& p) {
+      return p.text("budget") == "none" ? "certified eps=" + p.text("eps")
+                                        : "budgeted budget=" + p.text("budget") + " eps=" + p.text("eps");
+    };
+    m.set_kernel([](const auto& q, const auto& k, const auto& v, const RunContext& ctx,
+                    const MethodParams& p) { return approx_all_heads(q, k, v, ctx, p); });
     r.add(std::move(m));
   }
   return r;

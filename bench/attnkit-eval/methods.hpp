@@ -71,6 +71,9 @@ struct MethodResult {
   /// The bytes the method keeps for K and V over all heads (a compressed
   /// cache); std::nullopt: K and V as given, kv_heads n_k (d + d_v) scalars.
   std::optional<std::size_t> cache_bytes;
+  /// A method that proves an error bound per output entry (approx): the
+  /// bound, stacked like the output (|O_rc - O_exact,rc| <= bound_rc).
+  std::optional<attnkit::RowMatrix<double>> bound;
 };
 
 /// What every method of one command is run with besides Q, K, V and its own
@@ -113,6 +116,8 @@ struct Method {
   /// The method takes every --similarity (and --softcap, --alibi); the
   /// others compute the dot-product score only and refuse the rest.
   bool similarities = false;
+  /// The method returns MethodResult::bound (`attention --bound` writes it).
+  bool reports_bound = false;
   std::vector<MethodOption> options;
   /// Parameter settings `compare` runs, each on top of the option defaults;
   /// empty means one run with the defaults.

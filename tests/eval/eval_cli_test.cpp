@@ -406,8 +406,8 @@ TEST_F(EvalCli, CompareWritesConsistentTableJsonAndCsv) {
   EXPECT_DOUBLE_EQ(w.at("scale").get<double>(), 1 / std::sqrt(8.0));
   const auto& res = doc.at("results");
   // reference (the oracle), materialized, flash threads=1, flash threads=all,
-  // prune x 3, topk x 3, linear x 3, lsh x 2
-  ASSERT_EQ(res.size(), 15u);
+  // prune x 3, topk x 3, linear x 3, lsh x 2, approx x 5
+  ASSERT_EQ(res.size(), 20u);
   const auto& ref = res[0];
   EXPECT_EQ(ref.at("method"), "reference");
   EXPECT_EQ(ref.at("params"), "-");
@@ -805,6 +805,38 @@ TEST_F(EvalCli, CompareWithSixteenBitKvSeparatesTheTwoErrors) {
     // Against the unrounded reference the rounding of K and V adds up:
     // within the kernel's error of the rounding-only difference.
     EXPECT_NEAR(res[i].at("max_abs_error").get<double>(), rounding, b.output.maxCoeff() + 2 * eps<float>());
+  }
+}
+
+TEST_F(EvalCli, ApproxWritesABoundThatHoldsAndMeetsItsTarget) {
+  // 3-D grouped heads, causal: the binary's approx output against this
+  // process's reference; the true error must be within the bound it wrote,
+  // and the bound (certified mode) within eps * max_j |v_jc| over the keys a
+  // row sees (here checked against the larger max over all keys of the head).
+  const Index n = 96, d = 8, hq = 2, hk = 1;
+  const RowMatrix<double> qm = random_matrix<double>(hq * n, d, 111),
+                          km = random_matrix<double>(hk * n, d, 112),
+                          vm = random_matrix<double>(hk * n, d, 113);
+  const std::string files = "--q " + q(save3("q.npy", hq, qm)) + " --k " + q(save3("k.npy", hk, km)) +
+                            " --v " + q(save3("v.npy", hk, vm));
+  const double eps_target = 0.05;
+  const Outcome r = run("attention " + files + " --mask causal --method approx --eps 0.05 --out " +
+                        q(dir / "o.npy") + " --bound " + q(dir / "b.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_npy_header(dir / "b.npy").dtype, NpyDtype::float64);
+  const RowMatrix<double> o = load<double>("o.npy", hq * n, d), b = load<double>("b.npy", hq * n, d);
+  const double max_v = vm.cwiseAbs().maxCoeff();
+  for (Index h = 0; h < hq; ++h) {
+    const auto want =
+        reference_attention(RowMatrix<double>(qm.middleRows(h * n, n)), km, vm, {Mask::causal()});
+    for (Index i = 0; i < n; ++i)
+      for (Index c = 0; c < d; ++c) {
+        // The reference is within a few ulps of double of the exact value:
+        // 1e-12 max|v| covers it (n_k + d = 104 terms, eps 2.2e-16).
+        EXPECT_LE(std::fabs(o(h * n + i, c) - want.output(i, c)), b(h * n + i, c) + 1e-12 * max_v)
+            << h << " " << i << " " << c;
+        EXPECT_LE(b(h * n + i, c), eps_target * max_v) << h << " " << i << " " << c;
+      }
   }
 }
 
@@ -1390,6 +1422,13 @@ TEST_F(EvalCliBadInput, SimilarityStorageAndMethodFlags) {
       {att + " --method lsh --bits 31", {"--bits 31"}},
       {att + " --method lsh --rounds 0", {"--rounds 0"}},
       {att + " --method flash --topk 4", {"--topk is not an option of method 'flash'"}},
+      {att + " --method flash --bound " + q(p("b.npy")), {"--bound", "method 'flash' proves no error bound"}},
+      {att + " --method approx --eps 0", {"--eps 0", "(0, 1)"}},
+      {att + " --method approx --eps 1", {"--eps 1", "(0, 1)"}},
+      {att + " --method approx --budget 0", {"--budget 0"}},
+      {att + " --method approx --window 3", {"windows and sinks are not supported"}},
+      {att + " --method approx --bound " + q(p("q.npy")),
+       {"--bound '" + p("q.npy") + "' is the same file as --q"}},
       {"prune " + square + " --ratio 0.5 --query-window 8 --recent 4 --similarity rbf --out-dims " +
            q(p("d.npy")),
        {"--similarity", "prune ranks key dimensions"}},

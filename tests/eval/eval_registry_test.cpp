@@ -19,6 +19,7 @@
 #include "attnkit-eval/commands.hpp"
 #include "attnkit-eval/compare.hpp"
 #include "attnkit-eval/errors.hpp"
+#include "attnkit/approx/approx_attention.hpp"
 #include "attnkit/attention/heads.hpp"
 #include "attnkit/attention/reference.hpp"
 #include "attnkit/io/npy.hpp"
@@ -700,6 +701,42 @@ TEST(EvalRegistry, SixteenBitKvIsRoundedOnceAndFlashReadsIt) {
   EXPECT_GT((d.k.data - k0).cwiseAbs().maxCoeff(), 0.0);  // x / 3 is not a float
   EXPECT_TRUE(
       throws_usage_error([&] { round_kv(d, KvDtype::bf16, unused); }, {"--kv-dtype bf16", "float32"}));
+}
+
+TEST(EvalRegistry, ApproxRunsTheLibraryPerHeadAndReturnsItsBound) {
+  const Registry r = builtin_methods();
+  const Stacked s = small_heads();
+  const HeadLayout layout{4, 2};
+  const AttentionOptions o{Mask::strict_causal()};
+  const Method& approx = *r.find("approx");
+  EXPECT_TRUE(approx.reports_bound);
+  for (const char* budget : {"none", "8"}) {
+    const MethodParams p = approx.resolve({{"eps", "0.1"}, {"budget", budget}});
+    const auto got = approx.kernel<float>()(s.q, s.k, s.v, RunContext{layout, o, {}, nullptr}, p);
+    ASSERT_TRUE(got.bound.has_value());
+    ApproxOptions ao;
+    ao.mask = o.mask;
+    ao.eps = 0.1;
+    if (std::string(budget) != "none") ao.budget = 8;
+    for (Index h = 0; h < 4; ++h) {
+      const auto want = approx_attention(RowMatrix<float>(s.q.middleRows(h * 24, 24)),
+                                         RowMatrix<float>(s.k.middleRows((h / 2) * 24, 24)),
+                                         RowMatrix<float>(s.v.middleRows((h / 2) * 24, 24)), ao);
+      EXPECT_TRUE(matrices_near(got.attention.output.middleRows(h * 24, 24), want.output, 0.0))
+          << budget << h;
+      EXPECT_TRUE(matrices_near(got.bound->middleRows(h * 24, 24), want.bound, 0.0)) << budget << h;
+    }
+  }
+  EXPECT_EQ(approx.describe(approx.resolve({{"eps", "0.01"}})), "certified eps=0.01");
+  EXPECT_EQ(approx.describe(approx.resolve({{"budget", "256"}})), "budgeted budget=256 eps=0.01");
+  EXPECT_TRUE(throws_usage_error(
+      [&] {
+        approx.check(approx.resolve({{"eps", "1.5"}}));
+      },
+      {"--eps 1.5", "(0, 1)"}));
+  EXPECT_TRUE(throws_usage_error([&] { approx.check(approx.resolve({{"budget", "-2"}})); }, {"--budget -2"}));
+  for (const char* other : {"flash", "reference", "topk"})
+    EXPECT_FALSE(r.find(other)->reports_bound) << other;
 }
 
 }  // namespace

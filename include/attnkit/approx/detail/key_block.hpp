@@ -1,0 +1,371 @@
+#pragma once
+
+/// \file attnkit/approx/detail/key_block.hpp
+/// One dyadic block of key positions [begin, begin + size) and the tree over
+/// its keys that approx_attention tests queries against. Internal.
+///
+/// The block's keys are first expressed in an orthonormal basis R (the
+/// principal axes of the block's keys, or the identity): x_j = R^T k_j,
+/// computed in double. A tree splits them in two (split_keys: a two-means
+/// direction, cut at the gap between the two groups or at the median) down
+/// to leaves of at most `leaf` keys; perm lists the block's positions in leaf order, so every node
+/// owns the contiguous run perm[node_begin, node_end). Nodes are stored in
+/// breadth-first order (children after parents, both children adjacent).
+///
+/// Every node g keeps, in the block's basis (x coordinates):
+///  - count n_g, centroid mu_g (mean of x), per-axis variance var_g and
+///    standard deviation sd_g, trace = sum of var_g;
+///  - a box: centre b_g and half-widths h_g with |x_jc - b_gc| <= h_gc;
+///  - radius r_g >= max_j |x_j - mu_g| and the diagonal Mahalanobis radius
+///    rsd_g >= max_j sqrt(sum_c (x_jc - mu_gc)^2 / var_gc) (axes with
+///    var = 0 on which every key sits at the centroid are left out; +inf if a
+///    key is off it);
+///  - kmax_g >= max_j |k_j| (Euclidean, original basis);
+///  - the mean, minimum and maximum of every value column (min/max NaN if a
+///    value is NaN), and rho_g = max_c (max - min)_gc / max_j |v_jc| over the
+///    whole block (NaN columns ignored): how large the node's value range is
+///    against the values any query of the block sees.
+/// Radii, half-widths, variances and kmax are rounded upwards (a relative
+/// 1e-9 covers the double arithmetic that formed them); the mean is the
+/// rounded mean, whose error the bounds add as slack
+/// (approx/detail/node_bounds.hpp).
+///
+/// Cost: O(size d^2) for the basis (two products), O(size d depth) for the
+/// radii, O(size (d + d_v)) for the other summaries; memory after the build:
+/// nodes (about 2 size / leaf) x (5 d + 3 d_v + 6) doubles, the perm
+/// (size indices) and R (d^2).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Eigenvalues>
+
+#include "attnkit/approx/detail/products.hpp"
+#include "attnkit/approx/options.hpp"
+#include "attnkit/core/types.hpp"
+#include "attnkit/detail/parallel.hpp"
+
+namespace attnkit::detail {
+
+/// NaN-propagating minimum and maximum.
+inline double nan_min(double a, double b) {
+  return (a != a || b != b) ? std::numeric_limits<double>::quiet_NaN() : (b < a ? b : a);
+}
+inline double nan_max(double a, double b) {
+  return (a != a || b != b) ? std::numeric_limits<double>::quiet_NaN() : (b > a ? b : a);
+}
+
+/// The smallest double >= x * (1 + rel): an upward-rounded inflation.
+inline double inflate(double x, double rel = 1e-9) {
+  return std::nextafter(x * (1 + rel), std::numeric_limits<double>::infinity());
+}
+
+struct KeyBlock {
+  Index level = 0;  ///< dyadic level l: size = B_0 2^l
+  Index index = 0;  ///< m: begin = m * size
+  Index begin = 0;  ///< first position
+  Index size = 0;   ///< keys
+  Index d = 0, d_v = 0;
+
+  std::vector<Index> perm;        ///< positions in leaf order
+  std::vector<Index> node_begin;  ///< run of perm owned by node g
+  std::vector<Index> node_end;
+  std::vector<Index> node_child;  ///< left child (right = left + 1); -1 for a leaf
+  std::vector<Index> node_depth;
+
+  /// nodes x 5d: [mu | box centre | box half-width | sd | var] (block basis).
+  RowMatrix<double> geom;
+  /// nodes x 3 d_v: [mean | min | max] of the values.
+  RowMatrix<double> vstat;
+  Eigen::VectorXd count, radius, rsd, trace, kmax, rho;
+  /// d x d orthonormal basis (column c = axis c); empty = identity.
+  RowMatrix<double> basis;
+  /// ||R^T R - I||_F, an upper bound of the basis' departure from orthonormal.
+  double basis_error = 0;
+
+  Index nodes() const { return static_cast<Index>(node_begin.size()); }
+  bool is_leaf(Index g) const { return node_child[static_cast<std::size_t>(g)] < 0; }
+  Index node_count(Index g) const {
+    return node_end[static_cast<std::size_t>(g)] - node_begin[static_cast<std::size_t>(g)];
+  }
+  std::size_t bytes() const {
+    const auto n = static_cast<std::size_t>(nodes());
+    return sizeof(double) * static_cast<std::size_t>(geom.size() + vstat.size() + basis.size()) +
+           sizeof(double) * 6 * n + sizeof(Index) * (perm.size() + 4 * n);
+  }
+};
+
+/// Splits the keys local[lo, hi) (rows of x) in two, reordering them so the
+/// first part comes first; returns where the second part starts. Two-means
+/// on up to 64 evenly spaced keys (seeds: a farthest pair, two Lloyd
+/// steps) gives a direction w = c_2 - c_1; the keys split at the midpoint of
+/// the two centres along w when each side keeps at least an eighth of them
+/// (a gap between groups of keys is not cut), else at the median along w.
+/// Identical keys split at the middle.
+inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, Index lo, Index hi,
+                        std::vector<std::pair<double, Index>>& proj) {
+  const Index n = hi - lo, d = x.cols();
+  const Index samples = std::min<Index>(n, 64);
+  RowMatrix<double> s(samples, d);
+  for (Index t = 0; t < samples; ++t) s.row(t) = x.row(local[static_cast<std::size_t>(lo + t * n / samples)]);
+  Index i1 = 0, i2 = 0;
+  (s.rowwise() - s.row(0)).rowwise().squaredNorm().maxCoeff(&i1);
+  (s.rowwise() - s.row(i1)).rowwise().squaredNorm().maxCoeff(&i2);
+  Eigen::RowVectorXd c1 = s.row(i1), c2 = s.row(i2);
+  for (int it = 0; it < 2; ++it) {
+    Eigen::RowVectorXd n1 = Eigen::RowVectorXd::Zero(d), n2 = Eigen::RowVectorXd::Zero(d);
+    Index k1 = 0, k2 = 0;
+    for (Index t = 0; t < samples; ++t) {
+      if ((s.row(t) - c1).squaredNorm() <= (s.row(t) - c2).squaredNorm()) {
+        n1 += s.row(t);
+        ++k1;
+      } else {
+        n2 += s.row(t);
+        ++k2;
+      }
+    }
+    if (k1 == 0 || k2 == 0) break;
+    c1 = n1 / static_cast<double>(k1);
+    c2 = n2 / static_cast<double>(k2);
+  }
+  const Eigen::RowVectorXd w = c2 - c1;
+  if (!(w.squaredNorm() > 0)) return lo + n / 2;
+  proj.resize(static_cast<std::size_t>(n));
+  for (Index t = 0; t < n; ++t) {
+    const Index j = local[static_cast<std::size_t>(lo + t)];
+    proj[static_cast<std::size_t>(t)] = {x.row(j).dot(w), j};
+  }
+  const double cut = 0.5 * (c1.dot(w) + c2.dot(w));
+  Index left = 0;
+  for (const auto& pr : proj) left += pr.first < cut ? 1 : 0;
+  Index mid;
+  if (left * 8 >= n && (n - left) * 8 >= n) {
+    std::partition(proj.begin(), proj.end(), [&](const std::pair<double, Index>& pr) { return pr.first < cut; });
+    mid = left;
+  } else {
+    mid = n / 2;
+    std::nth_element(proj.begin(), proj.begin() + mid, proj.end());
+  }
+  for (Index t = 0; t < n; ++t) local[static_cast<std::size_t>(lo + t)] = proj[static_cast<std::size_t>(t)].second;
+  return lo + mid;
+}
+
+/// Builds the block of positions [begin, begin + size) of row-major K
+/// (row stride ldk) and V (stride ldv). `threads` > 1 runs the per-node
+/// scans in an OpenMP loop (call it outside a parallel region then).
+template <typename Scalar>
+KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv, Index d, Index d_v, Index begin,
+                         Index size, Index level, Index index, const ApproxIndexOptions& options, int threads = 1) {
+  KeyBlock b;
+  b.level = level;
+  b.index = index;
+  b.begin = begin;
+  b.size = size;
+  b.d = d;
+  b.d_v = d_v;
+  constexpr double inf = std::numeric_limits<double>::infinity();
+
+  // Keys in double, then in the block's basis.
+  RowMatrix<double> x(size, d);
+  for (Index j = 0; j < size; ++j)
+    for (Index c = 0; c < d; ++c)
+      x(j, c) = static_cast<double>(k[(begin + j) * ldk + c]);
+  Eigen::VectorXd key_norm(size);
+  for (Index j = 0; j < size; ++j)
+    key_norm(j) = x.row(j).norm();
+  if (options.pca && d > 1 && size > 1) {
+    const Eigen::RowVectorXd mean = x.colwise().mean();
+    const RowMatrix<double> centred = x.rowwise() - mean;
+    Eigen::MatrixXd cov(d, d);
+    serial_product(cov, centred.transpose(), centred);
+    cov /= static_cast<double>(size);
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(cov);
+    // Descending eigenvalues: axis 0 is the widest.
+    b.basis = eig.eigenvectors().rowwise().reverse();
+    RowMatrix<double> gram(d, d), rotated(size, d);
+    serial_product(gram, b.basis.transpose(), b.basis);
+    b.basis_error = (gram - RowMatrix<double>::Identity(d, d)).norm();
+    serial_product(rotated, x, b.basis);
+    x.swap(rotated);
+  }
+
+  // Tree, breadth first.
+  const Index leaf = options.leaf;
+  std::vector<Index> local(static_cast<std::size_t>(size));
+  for (Index j = 0; j < size; ++j)
+    local[static_cast<std::size_t>(j)] = j;
+  b.node_begin.push_back(0);
+  b.node_end.push_back(size);
+  b.node_depth.push_back(0);
+  b.node_child.push_back(-1);
+  std::vector<std::pair<double, Index>> proj;
+  for (std::size_t g = 0; g < b.node_begin.size(); ++g) {
+    const Index lo = b.node_begin[g], hi = b.node_end[g], n = hi - lo;
+    if (n <= leaf) continue;
+    const Index mid = split_keys(x, local, lo, hi, proj);
+    b.node_child[g] = static_cast<Index>(b.node_begin.size());
+    for (const auto& [s, e] : {std::pair{lo, mid}, std::pair{mid, hi}}) {
+      b.node_begin.push_back(s);
+      b.node_end.push_back(e);
+      b.node_depth.push_back(b.node_depth[g] + 1);
+      b.node_child.push_back(-1);
+    }
+  }
+  const Index nodes = b.nodes();
+  b.geom.setZero(nodes, 5 * d);
+  b.vstat.setZero(nodes, 3 * d_v);
+  b.count.resize(nodes);
+  b.radius.resize(nodes);
+  b.rsd.resize(nodes);
+  b.trace.resize(nodes);
+  b.kmax.resize(nodes);
+  b.rho.resize(nodes);
+
+  // Leaf summaries from the keys; lo/hi of the box kept in the centre and
+  // half-width columns until the box is finalised.
+  const auto leaf_summary = [&](Index g) {
+    const Index lo = b.node_begin[static_cast<std::size_t>(g)], hi = b.node_end[static_cast<std::size_t>(g)];
+    const double n = static_cast<double>(hi - lo);
+    auto mu = b.geom.row(g).segment(0, d);
+    auto bmin = b.geom.row(g).segment(d, d);
+    auto bmax = b.geom.row(g).segment(2 * d, d);
+    auto var = b.geom.row(g).segment(4 * d, d);
+    auto vmean = b.vstat.row(g).segment(0, d_v);
+    auto vmin = b.vstat.row(g).segment(d_v, d_v);
+    auto vmax = b.vstat.row(g).segment(2 * d_v, d_v);
+    mu.setZero();
+    bmin.setConstant(inf);
+    bmax.setConstant(-inf);
+    vmean.setZero();
+    vmin.setConstant(inf);
+    vmax.setConstant(-inf);
+    double km = 0;
+    for (Index t = lo; t < hi; ++t) {
+      const Index j = local[static_cast<std::size_t>(t)];
+      for (Index c = 0; c < d; ++c) {
+        const double val = x(j, c);
+        mu(c) += val;
+        bmin(c) = std::min(bmin(c), val);
+        bmax(c) = std::max(bmax(c), val);
+      }
+      const Scalar* vr = v + (begin + j) * ldv;
+      for (Index c = 0; c < d_v; ++c) {
+        const double val = static_cast<double>(vr[c]);
+        vmean(c) += val;
+        vmin(c) = nan_min(vmin(c), val);
+        vmax(c) = nan_max(vmax(c), val);
+      }
+      km = std::max(km, key_norm(j));
+    }
+    mu /= n;
+    vmean /= n;
+    var.setZero();
+    for (Index t = lo; t < hi; ++t) {
+      const Index j = local[static_cast<std::size_t>(t)];
+      for (Index c = 0; c < d; ++c) {
+        const double dev = x(j, c) - mu(c);
+        var(c) += dev * dev;
+      }
+    }
+    var /= n;
+    b.count(g) = n;
+    b.kmax(g) = km;
+  };
+  // Internal nodes from their children (children have larger indices).
+  const auto internal_summary = [&](Index g) {
+    const Index l = b.node_child[static_cast<std::size_t>(g)], r = l + 1;
+    const double nl = b.count(l), nr = b.count(r), n = nl + nr;
+    b.count(g) = n;
+    for (Index c = 0; c < d; ++c) {
+      const double ml = b.geom(l, c), mr = b.geom(r, c);
+      const double m = (nl * ml + nr * mr) / n;
+      b.geom(g, c) = m;
+      b.geom(g, d + c) = std::min(b.geom(l, d + c), b.geom(r, d + c));
+      b.geom(g, 2 * d + c) = std::max(b.geom(l, 2 * d + c), b.geom(r, 2 * d + c));
+      b.geom(g, 4 * d + c) =
+          (nl * (b.geom(l, 4 * d + c) + (ml - m) * (ml - m)) + nr * (b.geom(r, 4 * d + c) + (mr - m) * (mr - m))) / n;
+    }
+    for (Index c = 0; c < d_v; ++c) {
+      b.vstat(g, c) = (nl * b.vstat(l, c) + nr * b.vstat(r, c)) / n;
+      b.vstat(g, d_v + c) = nan_min(b.vstat(l, d_v + c), b.vstat(r, d_v + c));
+      b.vstat(g, 2 * d_v + c) = nan_max(b.vstat(l, 2 * d_v + c), b.vstat(r, 2 * d_v + c));
+    }
+    b.kmax(g) = std::max(b.kmax(l), b.kmax(r));
+  };
+  {
+    const int team = threads > 1 ? threads : 1;
+    (void)team;
+    ATTNKIT_PRAGMA(omp parallel for schedule(dynamic, 16) num_threads(team) if (team > 1))
+    for (Index g = 0; g < nodes; ++g)
+      if (b.is_leaf(g)) leaf_summary(g);
+  }
+  for (Index g = nodes - 1; g >= 0; --g)
+    if (!b.is_leaf(g)) internal_summary(g);
+
+  // Finalise: inflate variances, box as centre and half-width, radii by a scan.
+  const auto finalise = [&](Index g) {
+    auto var = b.geom.row(g).segment(4 * d, d);
+    auto sd = b.geom.row(g).segment(3 * d, d);
+    double tr = 0;
+    for (Index c = 0; c < d; ++c) {
+      var(c) = var(c) > 0 ? inflate(var(c)) : 0.0;
+      sd(c) = var(c) > 0 ? inflate(std::sqrt(var(c))) : 0.0;
+      tr += var(c);
+    }
+    b.trace(g) = inflate(tr);
+    for (Index c = 0; c < d; ++c) {
+      const double lo = b.geom(g, d + c), hi = b.geom(g, 2 * d + c);
+      const double centre = 0.5 * (lo + hi);
+      b.geom(g, d + c) = centre;
+      b.geom(g, 2 * d + c) = std::nextafter(std::max(hi - centre, centre - lo), inf);
+    }
+    const Eigen::RowVectorXd mu = b.geom.row(g).segment(0, d);
+    Eigen::RowVectorXd inv_var(d), on_axis(d);
+    for (Index c = 0; c < d; ++c) {
+      inv_var(c) = var(c) > 0 ? 1.0 / var(c) : 0.0;
+      on_axis(c) = var(c) > 0 ? 0.0 : 1.0;
+    }
+    double r2 = 0, m2 = 0, off = 0;
+    const Index lo = b.node_begin[static_cast<std::size_t>(g)], hi = b.node_end[static_cast<std::size_t>(g)];
+    Eigen::RowVectorXd dev2(d);
+    for (Index t = lo; t < hi; ++t) {
+      dev2 = (x.row(local[static_cast<std::size_t>(t)]) - mu).array().square().matrix();
+      r2 = std::max(r2, dev2.sum());
+      m2 = std::max(m2, dev2.dot(inv_var));
+      off = std::max(off, dev2.dot(on_axis));
+    }
+    const bool off_axis = off > 0;
+    b.radius(g) = inflate(std::sqrt(r2));
+    b.rsd(g) = off_axis ? inf : inflate(std::sqrt(m2));
+    b.kmax(g) = inflate(b.kmax(g));
+  };
+  {
+    const int team = threads > 1 ? threads : 1;
+    (void)team;
+    ATTNKIT_PRAGMA(omp parallel for schedule(dynamic, 4) num_threads(team) if (team > 1))
+    for (Index g = 0; g < nodes; ++g)
+      finalise(g);
+  }
+  // Value range against the block's largest |v| per column.
+  Eigen::VectorXd vabs(d_v);
+  for (Index c = 0; c < d_v; ++c)
+    vabs(c) = std::fmax(std::fabs(b.vstat(0, d_v + c)), std::fabs(b.vstat(0, 2 * d_v + c)));
+  for (Index g = 0; g < nodes; ++g) {
+    double rho = 0;
+    for (Index c = 0; c < d_v; ++c) {
+      const double range = b.vstat(g, 2 * d_v + c) - b.vstat(g, d_v + c);
+      if (range > 0 && vabs(c) > 0) rho = std::fmax(rho, range / vabs(c));
+    }
+    b.rho(g) = rho;
+  }
+  b.perm.resize(static_cast<std::size_t>(size));
+  for (Index t = 0; t < size; ++t)
+    b.perm[static_cast<std::size_t>(t)] = begin + local[static_cast<std::size_t>(t)];
+  return b;
+}
+
+}  // namespace attnkit::detail
