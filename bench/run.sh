@@ -7,7 +7,8 @@
 # root) or prints the apt-get line to run (otherwise).
 #
 #   bash bench/run.sh [compare flags...]     e.g. --json r.json --plot r.png,
-#                                            --mask causal --window 1024, --kv-heads 2
+#                                            --mask causal --window 1024, --kv-heads 2,
+#                                            --repeats 3 (default here: 1)
 #
 # The Google Benchmark binaries (bench/*_bench.cpp) are built with
 # `cmake --build build/release --target flash_bench` etc.; docs/benchmarks.md
@@ -23,4 +24,10 @@ attnkit_optional_packages python3-matplotlib  # only for --plot
 build="$root/build/release"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$(attnkit_jobs)" --target attnkit-eval
-"$build/bench/attnkit-eval" compare "$@"
+# The quick look: one timed call per setting after the untimed one, unless
+# --repeats says otherwise (compare's own default is 3).
+repeats=(--repeats 1)
+for arg in "$@"; do
+  case "$arg" in --repeats | --repeats=*) repeats=() ;; esac
+done
+"$build/bench/attnkit-eval" compare "${repeats[@]}" "$@"

@@ -43,6 +43,7 @@ from ._core import (
     softmax_jacobian,
     softmax_jacobian_product,
     topk_attention,
+    approx_attention,
 )
 from ._sdpa import scaled_dot_product_attention
 
@@ -74,4 +75,5 @@ __all__ = [
     "softmax_jacobian",
     "softmax_jacobian_product",
     "topk_attention",
+    "approx_attention",
 ]

@@ -129,6 +129,25 @@ def merge(o1: ArrayLike, lse1: ArrayLike, o2: ArrayLike, lse2: ArrayLike) -> Tup
 
     lse = log(e^lse1 + e^lse2), o = e^(lse1 - lse) o1 + e^(lse2 - lse) o2."""
 
+def approx_attention(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    *,
+    eps: float = 0.01,
+    budget: Optional[int] = None,
+    mask: MaskKind = "none",
+    offset: Optional[int] = None,
+    scale: Optional[float] = None,
+    threads: int = 0,
+    return_lse: bool = False,
+    return_stats: bool = False,
+) -> Tuple[Any, ...]:
+    """Approximate attention with a proven per-entry bound: (out, bound), or
+    (out, lse, bound), plus a stats dict with return_stats. Certified
+    (budget=None): bound <= eps * max visible |v_c|; budgeted: at most
+    budget keys opened exactly per query, bound proven but may exceed eps."""
+
 def topk_attention(
     q: ArrayLike,
     k: ArrayLike,

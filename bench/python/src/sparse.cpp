@@ -1,5 +1,5 @@
-// attnkit.topk_attention, attnkit.lsh_attention, attnkit.linear_attention
-// and their helpers. These library entry points are single-head: the
+// attnkit.topk_attention, attnkit.lsh_attention, attnkit.linear_attention,
+// attnkit.approx_attention and their helpers. These library entry points are single-head: the
 // bindings run them head by head over the stacked layout of bindings.hpp
 // (HeadShape), query head h with key/value head HeadLayout::kv_head(h), with
 // the GIL released for the whole loop.
@@ -7,6 +7,7 @@
 #include <string>
 #include <variant>
 
+#include "attnkit/approx/approx_attention.hpp"
 #include "attnkit/linear/feature_maps.hpp"
 #include "attnkit/linear/linear_attention.hpp"
 #include "attnkit/linear/positive_random_features.hpp"
@@ -100,6 +101,54 @@ py::object topk_attention(py::handle q, py::handle k, py::handle v, Index top_k,
     }
     if (return_lse) return py::make_tuple(c.out, c.lse, indices);
     return py::make_tuple(c.out, indices);
+  });
+}
+
+py::object approx_attention(py::handle q, py::handle k, py::handle v, double eps, std::optional<Index> budget,
+                            const std::string& mask, std::optional<Index> offset, std::optional<double> scale,
+                            int threads, bool return_lse, bool return_stats) {
+  const char* where = "approx_attention";
+  attnkit::ApproxOptions o;
+  o.mask = parse_mask(where, mask, offset, std::nullopt, 0);
+  o.scale = scale;
+  o.eps = eps;
+  o.budget = budget;
+  o.threads = threads;
+  return with_heads(where, q, k, v, [&](auto& c) -> py::object {
+    using C = typename std::decay_t<decltype(c.out)>::value_type;
+    const attnkit::HeadLayout layout = c.shape.layout();
+    py::array_t<double> bound = empty<double>(c.shape.output_shape());
+    double exact = 0, summarised = 0, skipped = 0, worst = 0;
+    bool within = true;
+    {
+      py::gil_scoped_release nogil;
+      for (Index h = 0; h < layout.q_heads; ++h) {
+        const Index g = layout.kv_head(h);
+        const attnkit::ApproxResult<C> r = attnkit::approx_attention(c.q_head(h), c.k_head(g), c.v_head(g), o);
+        c.out_head(h) = r.output;
+        c.lse_head(h) = r.lse;
+        MutableMap<double>(bound.mutable_data() + h * c.shape.n_q * c.shape.d_v, c.shape.n_q, c.shape.d_v) =
+            r.bound;
+        exact += r.stats.exact_keys;
+        summarised += r.stats.summarised_keys;
+        skipped += r.stats.skipped_keys;
+        worst = std::max(worst, r.stats.max_bound_ratio);
+        within = within && r.stats.within_eps;
+      }
+    }
+    py::list parts;
+    parts.append(c.out);
+    if (return_lse) parts.append(c.lse);
+    parts.append(bound);
+    if (!return_stats) return py::tuple(parts);
+    py::dict stats;
+    stats["exact_keys"] = exact;
+    stats["summarised_keys"] = summarised;
+    stats["skipped_keys"] = skipped;
+    stats["max_bound_ratio"] = worst;
+    stats["within_eps"] = within;
+    parts.append(stats);
+    return py::tuple(parts);
   });
 }
 
@@ -256,6 +305,20 @@ fewer keys: (out, indices) or (out, lse, indices).
         "q"_a, "k"_a, "v"_a, "top_k"_a = 64, py::kw_only(), "mask"_a = "none", "offset"_a = py::none(),
         "window"_a = py::none(), "sinks"_a = 0, "scale"_a = py::none(), "threads"_a = 0,
         "return_lse"_a = false, "return_indices"_a = false);
+  m.def("approx_attention", &approx_attention, R"doc(
+Approximate attention with a proven error bound for every output entry:
+returns (out, bound) with |out - exact| <= bound elementwise (float64,
+rounding included), or (out, lse, bound) with return_lse=True; with
+return_stats=True also a dict (exact_keys, summarised_keys, skipped_keys
+summed over rows and heads, max_bound_ratio = max bound / max visible |v|,
+within_eps). Certified mode (budget=None): every bound <= eps * max over the
+row's keys of |v_c|, eps in (0, 1). Budgeted mode (budget=B): at most B keys
+opened exactly per query; the bound is still proven but may exceed eps.
+Masks none, causal, strict (no window or sinks); shapes as attention().
+)doc",
+        "q"_a, "k"_a, "v"_a, py::kw_only(), "eps"_a = 0.01, "budget"_a = py::none(), "mask"_a = "none",
+        "offset"_a = py::none(), "scale"_a = py::none(), "threads"_a = 0, "return_lse"_a = false,
+        "return_stats"_a = false);
   m.def("lsh_attention", &lsh_attention, R"doc(
 LSH bucketed attention: per key/value head, keys hashed into `buckets`
 buckets in each of `rounds` rounds (hash="angular" random rotations or

@@ -21,7 +21,7 @@
 /// Appending: new keys enter the window at full dimension. With
 /// compress_overflow (default) the window holds at most `recent` tokens and the
 /// oldest are compressed as new ones arrive; otherwise appended tokens stay at
-/// full dimension (the evaluation protocol of issue 5).
+/// full dimension (the evaluation protocol of docs/pruning.md).
 ///
 /// Refit schedule: when a compensation is on and refit_growth is set, the cache
 /// keeps the mean and centred scatter of ALL compressed keys (D + D^2 doubles),

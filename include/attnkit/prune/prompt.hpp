@@ -9,7 +9,7 @@
 ///  1. statistics (mean, centred scatter) of the compressed keys K[0, n0 - r)
 ///     and of the recent ones, merged for the whole prompt: O(n0 D^2);
 ///  2. the weight matrix of config.weights over the weight keys (all prompt
-///     keys by default, as ThinK and the issue do; or only the compressed
+///     keys by default, as ThinK does; or only the compressed
 ///     ones, the keys that actually receive the error): O(D^2) for gram and
 ///     centered given step 1, O(w n0 D^2) for attention;
 ///  3. the selection of D' = floor((1 - ratio) D) dimensions by
@@ -40,7 +40,7 @@ namespace attnkit {
 
 /// Which keys the weights are computed over.
 enum class WeightKeys {
-  prompt,     ///< all n0 prompt keys (ThinK; the issue's definition)
+  prompt,     ///< all n0 prompt keys (ThinK's definition)
   compressed  ///< the n0 - r keys that are compressed (the only ones whose logits change)
 };
 

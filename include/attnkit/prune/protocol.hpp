@@ -1,7 +1,7 @@
 #pragma once
 
 /// \file attnkit/prune/protocol.hpp
-/// The evaluation protocol of key-dimension pruning (issue 5), as a function:
+/// The evaluation protocol of key-dimension pruning (docs/pruning.md), as a function:
 /// pruning is decided once, after the prompt, and judged by the queries that
 /// come after it.
 ///

@@ -2,7 +2,7 @@
 
 /// \file attnkit/prune/selection.hpp
 /// A choice of key dimensions to keep, the kept count D' = floor((1 - lambda) D),
-/// and the quadratic objective every Gram-type selector minimises (seed note 000):
+/// and the quadratic objective every Gram-type selector minimises:
 ///
 ///   F(B) = sum_{i in B} sum_{j in B} W_ij,     B = the dropped dimensions.
 ///
