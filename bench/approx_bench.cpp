@@ -87,9 +87,9 @@ Workload<float> generate(const std::string& name, Index n) {
 /// The inputs and the exact output of the sampled rows, once per (workload, n).
 struct Problem {
   Workload<float> w;
-  std::vector<Index> rows;       ///< sampled rows
-  RowMatrix<double> exact;       ///< (rows x d_v) in double
-  RowMatrix<double> vmax;        ///< (rows x d_v) max_{j <= r} |V_jc|
+  std::vector<Index> rows;  ///< sampled rows
+  RowMatrix<double> exact;  ///< (rows x d_v) in double
+  RowMatrix<double> vmax;   ///< (rows x d_v) max_{j <= r} |V_jc|
 };
 
 const Problem& problem(const std::string& name, Index n) {
@@ -99,14 +99,15 @@ const Problem& problem(const std::string& name, Index n) {
   if (it != cache.end()) return it->second;
   Problem p{generate(name, n), {}, {}, {}};
   const Index s = std::min(n, kSampleRows);
-  for (Index i = 0; i < s; ++i) p.rows.push_back((i + 1) * n / s - 1);
+  for (Index i = 0; i < s; ++i)
+    p.rows.push_back((i + 1) * n / s - 1);
   p.exact.resize(s, kD);
   p.vmax.resize(s, kD);
   const RowMatrix<double> q = p.w.q.cast<double>(), k = p.w.k.cast<double>(), v = p.w.v.cast<double>();
   for (Index i = 0; i < s; ++i) {
     const Index r = p.rows[static_cast<std::size_t>(i)];
-    const AttentionResult<double> e =
-        flash_attention<double>(q.row(r), k.topRows(r + 1), v.topRows(r + 1), {Mask::none()}, FlashConfig{g_threads});
+    const AttentionResult<double> e = flash_attention<double>(q.row(r), k.topRows(r + 1), v.topRows(r + 1),
+                                                              {Mask::none()}, FlashConfig{g_threads});
     p.exact.row(i) = e.output.row(0);
     p.vmax.row(i) = v.topRows(r + 1).cwiseAbs().colwise().maxCoeff();
   }
@@ -118,7 +119,8 @@ double sampled_error(const Problem& p, const RowMatrix<float>& out) {
   double worst = 0;
   for (Index i = 0; i < p.exact.rows(); ++i)
     for (Index c = 0; c < p.exact.cols(); ++c) {
-      const double err = std::fabs(static_cast<double>(out(p.rows[static_cast<std::size_t>(i)], c)) - p.exact(i, c));
+      const double err =
+          std::fabs(static_cast<double>(out(p.rows[static_cast<std::size_t>(i)], c)) - p.exact(i, c));
       if (p.vmax(i, c) > 0) worst = std::max(worst, err / p.vmax(i, c));
     }
   return worst;
@@ -181,13 +183,15 @@ class Reporter : public benchmark::ConsoleReporter {
       name = name.substr(0, name.find("/real_time"));
       Entry& e = entries_[name];
       e.seconds = run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
-      for (const auto& [key, counter] : run.counters) e.counters[key] = static_cast<double>(counter);
+      for (const auto& [key, counter] : run.counters)
+        e.counters[key] = static_cast<double>(counter);
     }
   }
   void print() const {
-    std::printf("\nfloat, d %ld, causal, %d thread(s) (medians when repeated); ratios to the contract "
-                "eps max|V| (eps 1e-2 for flash and top-k)\n",
-                static_cast<long>(kD), g_threads);
+    std::printf(
+        "\nfloat, d %ld, causal, %d thread(s) (medians when repeated); ratios to the contract "
+        "eps max|V| (eps 1e-2 for flash and top-k)\n",
+        static_cast<long>(kD), g_threads);
     std::printf("%-36s %10s %8s %10s %10s %7s %7s %7s %9s\n", "row", "ms", "speedup", "err/ctr", "bound/ctr",
                 "exact", "summ", "skip", "keys/row");
     for (const auto& [name, e] : entries_) {
@@ -198,8 +202,9 @@ class Reporter : public benchmark::ConsoleReporter {
         return it == e.counters.end() ? std::nan("") : it->second;
       };
       std::printf("%-36s %10.1f %8.2f %10.3g %10.3g %7.3f %7.3f %7.3f %9.0f\n", name.c_str(), e.seconds * 1e3,
-                  flash == entries_.end() ? std::nan("") : flash->second.seconds / e.seconds, get("err_contract"),
-                  get("bound_contract"), get("exact"), get("summarised"), get("skipped"), get("keys_row"));
+                  flash == entries_.end() ? std::nan("") : flash->second.seconds / e.seconds,
+                  get("err_contract"), get("bound_contract"), get("exact"), get("summarised"), get("skipped"),
+                  get("keys_row"));
     }
     bool header = false;
     for (const auto& [name, e] : entries_) {
@@ -253,7 +258,8 @@ void register_all() {
         o.budget = b;
         o.estimator = ApproxEstimator::monopole;
         add(base + "monopole_B" + std::to_string(b), [=](benchmark::State& s) { run_approx(s, w, n, o); });
-        add(base + "topk_k" + std::to_string(b + 256), [=](benchmark::State& s) { run_topk(s, w, n, b + 256); });
+        add(base + "topk_k" + std::to_string(b + 256),
+            [=](benchmark::State& s) { run_topk(s, w, n, b + 256); });
       }
     }
   }

@@ -538,7 +538,10 @@ void run_gqa(const std::string& spec, const std::vector<Index>& dims) {
   const std::vector<PruneConfig> configs = {
       PruneConfig{},
       PruneConfig{PruneWeights::gram, PruneSelector::swap, PruneCompensation::regression, {}, false},
-      PruneConfig{PruneWeights::attention, PruneSelector::greedy_remove_literal, PruneCompensation::regression, {},
+      PruneConfig{PruneWeights::attention,
+                  PruneSelector::greedy_remove_literal,
+                  PruneCompensation::regression,
+                  {},
                   false}};
   for (const Index d : dims) {
     const auto g = make_grouped_workload<float>(WorkloadKind::llm_like, {n, n, d, d}, q_heads, kv_heads, 1);
@@ -548,11 +551,14 @@ void run_gqa(const std::string& spec, const std::vector<Index>& dims) {
     o.window = kWindow;
     o.prune.recent = kRecent;
     o.prune.ratio = 0.5;
-    std::printf("\n### Grouped-query LLM-like heads, %ld query heads over %ld key/value heads, D = %ld, lambda = 0.5\n\n",
-                static_cast<long>(q_heads), static_cast<long>(kv_heads), static_cast<long>(d));
-    std::printf("| configuration | per-query-head selection: median error | shared selection: median error | "
-                "shared / per-head (median of ratios) | prompt key bytes per-head | shared |\n"
-                "|---|---:|---:|---:|---:|---:|\n");
+    std::printf(
+        "\n### Grouped-query LLM-like heads, %ld query heads over %ld key/value heads, D = %ld, lambda = "
+        "0.5\n\n",
+        static_cast<long>(q_heads), static_cast<long>(kv_heads), static_cast<long>(d));
+    std::printf(
+        "| configuration | per-query-head selection: median error | shared selection: median error | "
+        "shared / per-head (median of ratios) | prompt key bytes per-head | shared |\n"
+        "|---|---:|---:|---:|---:|---:|\n");
     for (const PruneConfig& c : configs) {
       o.prune.config = c;
       std::vector<double> per_head, shared, ratio;

@@ -38,7 +38,8 @@ inline RowMatrix<double> normal(Index rows, Index cols, std::uint64_t seed, doub
 inline Case clustered(Index n, Index d, Index clusters, double centre_std, double noise, std::uint64_t seed) {
   detail::Random rng(seed);
   const RowMatrix<double> centres = rng.normal_matrix(clusters, d, centre_std);
-  Case c{"clustered_n" + std::to_string(n), RowMatrix<double>(n, d), RowMatrix<double>(n, d), rng.normal_matrix(n, 3)};
+  Case c{"clustered_n" + std::to_string(n), RowMatrix<double>(n, d), RowMatrix<double>(n, d),
+         rng.normal_matrix(n, 3)};
   for (Index j = 0; j < n; ++j)
     for (Index a = 0; a < d; ++a) {
       c.k(j, a) = centres(j % clusters, a) + noise * rng.normal();
@@ -63,7 +64,8 @@ inline std::vector<Case> cases() {
     // Keys within 1e-6 of one of two base keys: near-duplicates.
     Case c{"near_duplicate_keys", normal(333, d, 9), normal(333, d, 10, 1e-6), normal(333, 3, 11)};
     const RowMatrix<double> base = normal(2, d, 12, 2.0);
-    for (Index j = 0; j < c.k.rows(); ++j) c.k.row(j) += base.row(j % 2);
+    for (Index j = 0; j < c.k.rows(); ++j)
+      c.k.row(j) += base.row(j % 2);
     out.push_back(c);
   }
   {
@@ -134,9 +136,11 @@ Oracle oracle(const RowMatrix<Scalar>& q, const RowMatrix<Scalar>& k, const RowM
     for (Index j = 0; j < k.rows(); ++j) {
       if (!mask.visible(i, j, q.rows(), k.rows())) continue;
       double s = 0;
-      for (Index c = 0; c < q.cols(); ++c) s += std::fabs(static_cast<double>(q(i, c)) * static_cast<double>(k(j, c)));
+      for (Index c = 0; c < q.cols(); ++c)
+        s += std::fabs(static_cast<double>(q(i, c)) * static_cast<double>(k(j, c)));
       a = std::max(a, scale * s);
-      for (Index c = 0; c < v.cols(); ++c) o.vmax(i, c) = std::max(o.vmax(i, c), std::fabs(static_cast<double>(v(j, c))));
+      for (Index c = 0; c < v.cols(); ++c)
+        o.vmax(i, c) = std::max(o.vmax(i, c), std::fabs(static_cast<double>(v(j, c))));
     }
     a *= 1.01;  // the double evaluation of a itself
     for (Index c = 0; c < v.cols(); ++c)
@@ -190,7 +194,8 @@ int check_result(const ApproxResult<Scalar>& res, const Oracle& o, double eps, b
       ADD_FAILURE() << what << ": lse row " << r << " error " << lerr << " > bound " << res.lse_bound(r);
     }
     for (Index c = 0; c < d_v; ++c) {
-      const double err = static_cast<double>(std::fabs(static_cast<LD>(res.output(r, c)) - o.exact.output(r, c)));
+      const double err =
+          static_cast<double>(std::fabs(static_cast<LD>(res.output(r, c)) - o.exact.output(r, c)));
       const double b = res.bound(r, c);
       if (!(err <= b + o.ref(r, c)) && failures < 5) {
         ++failures;

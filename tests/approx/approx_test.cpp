@@ -47,7 +47,7 @@ TYPED_TEST(ApproxTest, CertifiedBoundIsSoundAndWithinContract) {
         const double seen = res.stats.exact_keys + res.stats.summarised_keys + res.stats.skipped_keys;
         // Every visible key is counted once per row: n_q n_k (none),
         // n(n+1)/2 (causal), n(n-1)/2 (strict).
-        const double expect = kind == MaskKind::none ? rows * rows
+        const double expect = kind == MaskKind::none     ? rows * rows
                               : kind == MaskKind::causal ? rows * (rows + 1) / 2
                                                          : rows * (rows - 1) / 2;
         EXPECT_EQ(seen, expect) << what;
@@ -84,20 +84,20 @@ TYPED_TEST(ApproxTest, BudgetedBoundIsSound) {
       for (const auto& [budget, est] : {std::pair{Index(1), ApproxEstimator::second_order},
                                         std::pair{Index(64), ApproxEstimator::second_order},
                                         std::pair{Index(16), ApproxEstimator::monopole}}) {
-          ApproxOptions opt = small_index(kind);
-          opt.budget = budget;
-          opt.estimator = est;
-          const ApproxResult<Scalar> res = approx_attention(q, k, v, opt);
-          const std::string what = cs.name + " mask " + to_string(kind) + " budget " + std::to_string(budget) +
-                                   (est == ApproxEstimator::monopole ? " monopole" : " second_order");
-          check_result(res, o, opt.eps, false, what);
-          // stats.max_bound_ratio is what the call reports it achieved.
-          double worst = 0;
-          for (Index r = 0; r < q.rows(); ++r)
-            for (Index c = 0; c < v.cols(); ++c)
-              if (o.vmax(r, c) > 0) worst = std::max(worst, res.bound(r, c) / o.vmax(r, c));
-          EXPECT_LE(worst, res.stats.max_bound_ratio * (1 + 1e-12)) << what;
-        }
+        ApproxOptions opt = small_index(kind);
+        opt.budget = budget;
+        opt.estimator = est;
+        const ApproxResult<Scalar> res = approx_attention(q, k, v, opt);
+        const std::string what = cs.name + " mask " + to_string(kind) + " budget " + std::to_string(budget) +
+                                 (est == ApproxEstimator::monopole ? " monopole" : " second_order");
+        check_result(res, o, opt.eps, false, what);
+        // stats.max_bound_ratio is what the call reports it achieved.
+        double worst = 0;
+        for (Index r = 0; r < q.rows(); ++r)
+          for (Index c = 0; c < v.cols(); ++c)
+            if (o.vmax(r, c) > 0) worst = std::max(worst, res.bound(r, c) / o.vmax(r, c));
+        EXPECT_LE(worst, res.stats.max_bound_ratio * (1 + 1e-12)) << what;
+      }
     }
   }
 }
@@ -116,7 +116,8 @@ TYPED_TEST(ApproxTest, ExercisesEveryTier) {
   opt.budget = 8;
   const ApproxResult<Scalar> bud = approx_attention(q, k, v, opt);
   EXPECT_GT(bud.stats.summarised_keys, 0.0);
-  EXPECT_GT(bud.stats.skipped_keys + bud.stats.summarised_keys, cert.stats.skipped_keys + cert.stats.summarised_keys);
+  EXPECT_GT(bud.stats.skipped_keys + bud.stats.summarised_keys,
+            cert.stats.skipped_keys + cert.stats.summarised_keys);
 }
 
 TYPED_TEST(ApproxTest, UnstructuredInputGoesToTheKernel) {
@@ -173,7 +174,8 @@ TYPED_TEST(ApproxTest, NanInValueColumnStaysInItsColumn) {
       // The oracle of the other columns: V without column `col` is not
       // needed, the oracle computes each column independently.
       const Oracle o = oracle(q, k, v, nm, scale);
-      const std::string what = std::string("mask ") + to_string(kind) + (budgeted ? " budgeted" : " certified");
+      const std::string what =
+          std::string("mask ") + to_string(kind) + (budgeted ? " budgeted" : " certified");
       for (Index r = 0; r < q.rows(); ++r) {
         const bool sees = nm.visible(r, bad, q.rows(), k.rows());
         for (Index c = 0; c < v.cols(); ++c) {
@@ -185,7 +187,8 @@ TYPED_TEST(ApproxTest, NanInValueColumnStaysInItsColumn) {
           }
           ASSERT_FALSE(nan_out) << what << " row " << r << " col " << c;
           if (o.exact.lse(r) == -std::numeric_limits<LD>::infinity()) continue;
-          const double err = static_cast<double>(std::fabs(static_cast<LD>(res.output(r, c)) - o.exact.output(r, c)));
+          const double err =
+              static_cast<double>(std::fabs(static_cast<LD>(res.output(r, c)) - o.exact.output(r, c)));
           EXPECT_LE(err, res.bound(r, c) + o.ref(r, c)) << what << " row " << r << " col " << c;
           if (!budgeted) {
             EXPECT_LE(res.bound(r, c), opt.eps * o.vmax(r, c)) << what << " row " << r << " col " << c;
@@ -208,14 +211,19 @@ TYPED_TEST(ApproxTest, BadInputNamesTheArgument) {
   };
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (const double eps : {0.0, 1.0, -0.5, 2.0, nan})
-    EXPECT_TRUE(test::throws_invalid_argument(with([eps](ApproxOptions& o) { o.eps = eps; }), {"eps"})) << eps;
+    EXPECT_TRUE(test::throws_invalid_argument(with([eps](ApproxOptions& o) { o.eps = eps; }), {"eps"}))
+        << eps;
   for (const Index budget : {Index(0), Index(-3)})
-    EXPECT_TRUE(test::throws_invalid_argument(with([budget](ApproxOptions& o) { o.budget = budget; }), {"budget"}));
-  EXPECT_TRUE(test::throws_invalid_argument(with([](ApproxOptions& o) { o.index.leaf = 0; }), {"index.leaf"}));
-  EXPECT_TRUE(test::throws_invalid_argument(with([](ApproxOptions& o) { o.index.block = 2; }), {"index.block"}));
+    EXPECT_TRUE(
+        test::throws_invalid_argument(with([budget](ApproxOptions& o) { o.budget = budget; }), {"budget"}));
   EXPECT_TRUE(
-      test::throws_invalid_argument(with([](ApproxOptions& o) { o.mask = Mask::causal().with_window(4); }), {"window"}));
-  for (const Scalar bad : {std::numeric_limits<Scalar>::quiet_NaN(), std::numeric_limits<Scalar>::infinity()}) {
+      test::throws_invalid_argument(with([](ApproxOptions& o) { o.index.leaf = 0; }), {"index.leaf"}));
+  EXPECT_TRUE(
+      test::throws_invalid_argument(with([](ApproxOptions& o) { o.index.block = 2; }), {"index.block"}));
+  EXPECT_TRUE(test::throws_invalid_argument(
+      with([](ApproxOptions& o) { o.mask = Mask::causal().with_window(4); }), {"window"}));
+  for (const Scalar bad :
+       {std::numeric_limits<Scalar>::quiet_NaN(), std::numeric_limits<Scalar>::infinity()}) {
     RowMatrix<Scalar> qb = q, kb = k;
     qb(3, 1) = bad;
     kb(7, 2) = -bad;

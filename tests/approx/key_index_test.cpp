@@ -45,7 +45,8 @@ TYPED_TEST(KeyIndexTest, DecodeAfterEveryAppendIsSound) {
     n += p;
     ASSERT_EQ(index.size(), n);
     // Blocks held: one per set bit of n / B_0 (the definition of the layout).
-    EXPECT_EQ(static_cast<std::size_t>(index.blocks()), std::bitset<64>(static_cast<unsigned long long>(n / 16)).count());
+    EXPECT_EQ(static_cast<std::size_t>(index.blocks()),
+              std::bitset<64>(static_cast<unsigned long long>(n / 16)).count());
     // The query of token n - 1 (causal, it sees keys [0, n)) and the next
     // token's (strict causal at offset n, the same keys).
     const RowMatrix<Scalar> kn = k.topRows(n), vn = v.topRows(n);
@@ -61,8 +62,9 @@ TYPED_TEST(KeyIndexTest, DecodeAfterEveryAppendIsSound) {
         nm.kind = strict ? MaskKind::strict_causal : MaskKind::causal;
         nm.offset = strict ? n : n - 1;
         const Oracle o = oracle(qi, kn, vn, nm, scale);
-        check_result(res, o, opt.eps, !budgeted,
-                     "n " + std::to_string(n) + (strict ? " strict" : " causal") + (budgeted ? " budgeted" : ""));
+        check_result(
+            res, o, opt.eps, !budgeted,
+            "n " + std::to_string(n) + (strict ? " strict" : " causal") + (budgeted ? " budgeted" : ""));
       }
     }
   }
@@ -96,7 +98,8 @@ TYPED_TEST(KeyIndexTest, AppendingBuildsEachKeyLogarithmicallyOften) {
   const Index n = 1000;
   const RowMatrix<Scalar> k = normal(n, 4, 92).cast<Scalar>(), v = normal(n, 2, 93).cast<Scalar>();
   ApproxKeyIndex<Scalar> index(4, 2, small_layout());
-  for (Index j = 0; j < n; ++j) index.append(k.row(j), v.row(j));
+  for (Index j = 0; j < n; ++j)
+    index.append(k.row(j), v.row(j));
   EXPECT_LE(static_cast<double>(index.keys_summarised()), static_cast<double>(n) * (1 + std::log2(n / 16.0)));
   EXPECT_GT(index.index_bytes(), 0u);
 }

@@ -416,8 +416,9 @@ TYPED_TEST(FlashTest, DefaultPolicyReproducesThePreviousKernel) {
             const double tiles = as_double(n_k) / as_double(bk) + 2;
             for (Index i = 0; i < n_q; ++i) {
               if (i >= decode_from) {
-                ASSERT_TRUE(matrices_near(now.output.row(i), out.row(i),
-                                          tiles * 0.5 * eps<Scalar>() * static_cast<double>(w.v.cwiseAbs().maxCoeff())))
+                ASSERT_TRUE(matrices_near(
+                    now.output.row(i), out.row(i),
+                    tiles * 0.5 * eps<Scalar>() * static_cast<double>(w.v.cwiseAbs().maxCoeff())))
                     << "decode row " << i << " n_q " << n_q << " n_k " << n_k;
                 // l's update (l = alpha l + sum) is a scalar expression the
                 // compiler may fuse or not too: relative u per tile on l.
@@ -426,8 +427,8 @@ TYPED_TEST(FlashTest, DefaultPolicyReproducesThePreviousKernel) {
                 continue;
               }
               ASSERT_TRUE((now.output.row(i).array() == out.row(i).array()).all())
-                  << "row " << i << " n_q " << n_q << " n_k " << n_k << " d " << d << " " << to_string(mask.kind)
-                  << " threads " << cfg.threads << " block_k " << cfg.block_k;
+                  << "row " << i << " n_q " << n_q << " n_k " << n_k << " d " << d << " "
+                  << to_string(mask.kind) << " threads " << cfg.threads << " block_k " << cfg.block_k;
               ASSERT_TRUE(now.lse(i) == lse(i)) << "row " << i << ": " << now.lse(i) << " vs " << lse(i);
             }
             ++cases;

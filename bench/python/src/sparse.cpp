@@ -124,7 +124,8 @@ py::object approx_attention(py::handle q, py::handle k, py::handle v, double eps
       py::gil_scoped_release nogil;
       for (Index h = 0; h < layout.q_heads; ++h) {
         const Index g = layout.kv_head(h);
-        const attnkit::ApproxResult<C> r = attnkit::approx_attention(c.q_head(h), c.k_head(g), c.v_head(g), o);
+        const attnkit::ApproxResult<C> r =
+            attnkit::approx_attention(c.q_head(h), c.k_head(g), c.v_head(g), o);
         c.out_head(h) = r.output;
         c.lse_head(h) = r.lse;
         MutableMap<double>(bound.mutable_data() + h * c.shape.n_q * c.shape.d_v, c.shape.n_q, c.shape.d_v) =

@@ -82,8 +82,10 @@ namespace attnkit {
 ///   double achieved = fast.stats.max_bound_ratio;  // bound / max |v|, worst entry
 /// \endcode
 template <typename DQ, typename DK, typename DV>
-ApproxResult<typename DQ::Scalar> approx_attention(const Eigen::MatrixBase<DQ>& q, const Eigen::MatrixBase<DK>& k,
-                                                   const Eigen::MatrixBase<DV>& v, const ApproxOptions& options = {}) {
+ApproxResult<typename DQ::Scalar> approx_attention(const Eigen::MatrixBase<DQ>& q,
+                                                   const Eigen::MatrixBase<DK>& k,
+                                                   const Eigen::MatrixBase<DV>& v,
+                                                   const ApproxOptions& options = {}) {
   using Scalar = typename DQ::Scalar;
   detail::approx_check_scalar<Scalar>();
   static_assert(std::is_same_v<Scalar, typename DK::Scalar> && std::is_same_v<Scalar, typename DV::Scalar>,

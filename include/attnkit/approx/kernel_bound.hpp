@@ -66,7 +66,8 @@ constexpr double unit_roundoff() {
 ///        requested tile (FlashConfig::block_k, 128 when automatic).
 /// \param abs_lse an upper bound of |lse| of the row (for the rounding of lse).
 template <typename Compute>
-FlashRoundingBound flash_rounding_bound(double abs_logit, Index d, Index n_k, Index block_k, double abs_lse = 0) {
+FlashRoundingBound flash_rounding_bound(double abs_logit, Index d, Index n_k, Index block_k,
+                                        double abs_lse = 0) {
   const double u = unit_roundoff<Compute>();
   const double dot = static_cast<double>(d) + 3;
   const double bk = static_cast<double>(block_k < 1 ? 1 : block_k);

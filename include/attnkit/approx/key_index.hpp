@@ -54,7 +54,8 @@ class HeldBlockSource final : public BlockSource {
   void release(Index) override {}
   std::size_t peak_bytes() const override {
     std::size_t bytes = 0;
-    for (const KeyBlock& b : blocks_) bytes += b.bytes();
+    for (const KeyBlock& b : blocks_)
+      bytes += b.bytes();
     return bytes;
   }
 
@@ -70,7 +71,8 @@ class ApproxKeyIndex {
  public:
   /// An empty index for keys of width d and values of width d_v.
   /// \throws std::invalid_argument if d or d_v < 1 or the layout is invalid.
-  ApproxKeyIndex(Index d, Index d_v, const ApproxIndexOptions& layout = {}) : d_(d), d_v_(d_v), layout_(layout) {
+  ApproxKeyIndex(Index d, Index d_v, const ApproxIndexOptions& layout = {})
+      : d_(d), d_v_(d_v), layout_(layout) {
     detail::approx_check_scalar<Scalar>();
     if (d < 1 || d_v < 1) detail::fail("ApproxKeyIndex: d = ", d, " and d_v = ", d_v, " must be >= 1");
     detail::check_index_options("ApproxKeyIndex", layout);
@@ -102,7 +104,8 @@ class ApproxKeyIndex {
     const RowMatrix<Scalar> kc = k.template cast<Scalar>(), vc = v.template cast<Scalar>();
     detail::require_finite(where, "K", kc);
     const Index n = k.rows();
-    if (n > std::numeric_limits<Index>::max() / 2 - size_) detail::fail(where, ": ", n, " rows overflow the index");
+    if (n > std::numeric_limits<Index>::max() / 2 - size_)
+      detail::fail(where, ": ", n, " rows overflow the index");
     if (size_ + n > keys_.rows()) {
       const Index cap = std::max(size_ + n, 2 * keys_.rows());
       detail::checked_product(where, "capacity x d", cap, d_);
@@ -124,13 +127,15 @@ class ApproxKeyIndex {
   /// \throws std::invalid_argument if the index is empty and as approx_attention.
   template <typename DQ>
   ApproxResult<Scalar> attend(const Eigen::MatrixBase<DQ>& q, const ApproxOptions& options = {}) const {
-    static_assert(std::is_same_v<Scalar, typename DQ::Scalar>, "ApproxKeyIndex::attend: Q must be of the index's type");
+    static_assert(std::is_same_v<Scalar, typename DQ::Scalar>,
+                  "ApproxKeyIndex::attend: Q must be of the index's type");
     if (size_ == 0) detail::fail("ApproxKeyIndex::attend: the index is empty (no key to attend to)");
     ApproxOptions opt = options;
     opt.index = layout_;
     const Eigen::Ref<const RowMatrix<Scalar>> qr(q);
     const Eigen::Ref<const RowMatrix<Scalar>> kr(keys_.topRows(size_)), vr(values_.topRows(size_));
-    detail::ApproxContext<Scalar> ctx = detail::approx_context<Scalar>("ApproxKeyIndex::attend", qr, kr, vr, opt);
+    detail::ApproxContext<Scalar> ctx =
+        detail::approx_context<Scalar>("ApproxKeyIndex::attend", qr, kr, vr, opt);
     ApproxResult<Scalar> res = detail::approx_allocate<Scalar>(ctx.n_q, ctx.d_v);
     detail::HeldBlockSource source(blocks_);
     detail::approx_run(ctx, source, res);
@@ -153,8 +158,8 @@ class ApproxKeyIndex {
         continue;
       }
       const Index size = b0 << l;
-      kept.push_back(detail::build_key_block(keys_.data(), d_, values_.data(), d_v_, d_, d_v_, m * size, size, l, m,
-                                             layout_, 1));
+      kept.push_back(detail::build_key_block(keys_.data(), d_, values_.data(), d_v_, d_, d_v_, m * size, size,
+                                             l, m, layout_, 1));
       built_keys_ += size;
     }
     blocks_.swap(kept);

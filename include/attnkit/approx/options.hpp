@@ -72,9 +72,9 @@ inline void check_index_options(const char* where, const ApproxIndexOptions& o) 
 }
 
 inline void check_approx_options(const char* where, const ApproxOptions& o) {
-  if (!(std::isfinite(o.eps) && o.eps > 0 && o.eps < 1))
-    fail(where, ": eps = ", o.eps, " must be in (0, 1)");
-  if (o.budget && *o.budget < 1) fail(where, ": budget = ", *o.budget, " must be >= 1 (keys opened per query)");
+  if (!(std::isfinite(o.eps) && o.eps > 0 && o.eps < 1)) fail(where, ": eps = ", o.eps, " must be in (0, 1)");
+  if (o.budget && *o.budget < 1)
+    fail(where, ": budget = ", *o.budget, " must be >= 1 (keys opened per query)");
   if (o.threads < 0) fail(where, ": threads = ", o.threads, " must be >= 0 (0 = all)");
   if (o.group_rows < 1) fail(where, ": group_rows = ", o.group_rows, " must be >= 1");
   if (o.mask.window || o.mask.sinks != 0)

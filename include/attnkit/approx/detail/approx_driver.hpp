@@ -77,17 +77,17 @@ class BuildingBlockSource final : public BlockSource {
     const Index size = options_.block << level;
     if (ms.size() == 1 || threads <= 1) {
       for (std::size_t t = 0; t < ms.size(); ++t)
-        blocks_[t] = build_key_block(ctx_.k, ctx_.ldk, ctx_.v, ctx_.ldv, ctx_.d, ctx_.d_v, ms[t] * size, size, level,
-                                     ms[t], options_, threads);
+        blocks_[t] = build_key_block(ctx_.k, ctx_.ldk, ctx_.v, ctx_.ldv, ctx_.d, ctx_.d_v, ms[t] * size, size,
+                                     level, ms[t], options_, threads);
     } else {
       std::exception_ptr error;
       const auto n = static_cast<Index>(ms.size());
       ATTNKIT_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(threads))
       for (Index t = 0; t < n; ++t) {
         try {
-          blocks_[static_cast<std::size_t>(t)] =
-              build_key_block(ctx_.k, ctx_.ldk, ctx_.v, ctx_.ldv, ctx_.d, ctx_.d_v, ms[static_cast<std::size_t>(t)] * size,
-                              size, level, ms[static_cast<std::size_t>(t)], options_, 1);
+          blocks_[static_cast<std::size_t>(t)] = build_key_block(
+              ctx_.k, ctx_.ldk, ctx_.v, ctx_.ldv, ctx_.d, ctx_.d_v, ms[static_cast<std::size_t>(t)] * size,
+              size, level, ms[static_cast<std::size_t>(t)], options_, 1);
         } catch (...) {
           ATTNKIT_PRAGMA(omp critical(attnkit_approx_error))
           if (!error) error = std::current_exception();
@@ -97,7 +97,8 @@ class BuildingBlockSource final : public BlockSource {
     }
     level_ = level;
     std::size_t bytes = 0;
-    for (const KeyBlock& b : blocks_) bytes += b.bytes();
+    for (const KeyBlock& b : blocks_)
+      bytes += b.bytes();
     peak_ = std::max(peak_, bytes);
   }
   const KeyBlock* find(Index level, Index m) const override {
@@ -124,7 +125,8 @@ template <typename F>
 void approx_parallel(Index items, int team, F&& f) {
   if (items <= 0) return;
   if (items == 1 || team <= 1) {
-    for (Index it = 0; it < items; ++it) f(it, 0, items == 1 ? team : 1);
+    for (Index it = 0; it < items; ++it)
+      f(it, 0, items == 1 ? team : 1);
     return;
   }
   std::exception_ptr error;
@@ -159,20 +161,24 @@ void approx_near(ApproxContext<Scalar>& ctx, RowAccumulator& acc, std::vector<Ap
   std::vector<std::pair<Index, Index>> runs;
   for (Index r = 0; r < ctx.n_q;) {
     Index s = r;
-    while (s < ctx.n_q && s - r < 256 && ctx.far[static_cast<std::size_t>(s)] == ctx.far[static_cast<std::size_t>(r)]) ++s;
-    if (ctx.end[static_cast<std::size_t>(s - 1)] > ctx.far[static_cast<std::size_t>(r)]) runs.emplace_back(r, s);
+    while (s < ctx.n_q && s - r < 256 &&
+           ctx.far[static_cast<std::size_t>(s)] == ctx.far[static_cast<std::size_t>(r)])
+      ++s;
+    if (ctx.end[static_cast<std::size_t>(s - 1)] > ctx.far[static_cast<std::size_t>(r)])
+      runs.emplace_back(r, s);
     r = s;
   }
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> kk(ctx.k, ctx.n_k, ctx.d,
-                                                                       Eigen::OuterStride<>(ctx.ldk));
+                                                                        Eigen::OuterStride<>(ctx.ldk));
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> vv(ctx.v, ctx.n_k, ctx.d_v,
-                                                                       Eigen::OuterStride<>(ctx.ldv));
+                                                                        Eigen::OuterStride<>(ctx.ldv));
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> qq(ctx.q, ctx.n_q, ctx.d,
-                                                                       Eigen::OuterStride<>(ctx.ldq));
+                                                                        Eigen::OuterStride<>(ctx.ldq));
   approx_parallel(static_cast<Index>(runs.size()), ctx.threads, [&](Index it, int tid, int inner) {
     ApproxWorkspace<Scalar>& ws = wss[static_cast<std::size_t>(tid)];
     const auto [r0, r1] = runs[static_cast<std::size_t>(it)];
-    const Index len = r1 - r0, lo = ctx.far[static_cast<std::size_t>(r0)], hi = ctx.end[static_cast<std::size_t>(r1 - 1)];
+    const Index len = r1 - r0, lo = ctx.far[static_cast<std::size_t>(r0)],
+                hi = ctx.end[static_cast<std::size_t>(r1 - 1)];
     ws.out.resize(len, ctx.d_v);
     ws.lse.resize(len);
     KeySet keys;
@@ -189,14 +195,17 @@ void approx_near(ApproxContext<Scalar>& ctx, RowAccumulator& acc, std::vector<Ap
       const Index r = r0 + i, e = ctx.end[static_cast<std::size_t>(r)];
       for (; seen < e; ++seen) {
         kmax = std::max(kmax, kk.row(seen).template cast<double>().norm());
-        for (Index c = 0; c < ctx.d_v; ++c) vabs(c) = nan_max(vabs(c), std::fabs(static_cast<double>(vv(seen, c))));
+        for (Index c = 0; c < ctx.d_v; ++c)
+          vabs(c) = nan_max(vabs(c), std::fabs(static_cast<double>(vv(seen, c))));
       }
       ctx.counts(r, 0) += static_cast<double>(e - lo);
       const double l = static_cast<double>(ws.lse(i));
       if (!(l > -std::numeric_limits<double>::infinity())) continue;
-      const FlashRoundingBound fb = flash_rounding_bound<Scalar>(inflate(ctx.qnorm[static_cast<std::size_t>(r)] * inflate(kmax)),
-                                                                 ctx.d, hi - lo, approx_block_k, std::fabs(l));
-      for (Index c = 0; c < ctx.d_v; ++c) ws.xi[static_cast<std::size_t>(c)] = fb.output * vabs(c);
+      const FlashRoundingBound fb =
+          flash_rounding_bound<Scalar>(inflate(ctx.qnorm[static_cast<std::size_t>(r)] * inflate(kmax)), ctx.d,
+                                       hi - lo, approx_block_k, std::fabs(l));
+      for (Index c = 0; c < ctx.d_v; ++c)
+        ws.xi[static_cast<std::size_t>(c)] = fb.output * vabs(c);
       acc.add(r, l, l - fb.lse, l + fb.lse, l + std::log(std::expm1(fb.lse)), ws.out.data() + i * ctx.d_v,
               ws.xi.data(), true);
     }
@@ -212,7 +221,8 @@ void approx_near(ApproxContext<Scalar>& ctx, RowAccumulator& acc, std::vector<Ap
 /// position, so rows drawn to the same group of keys share it and rows
 /// drawn to nearby groups sort next to each other.
 template <typename Scalar>
-void approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& ref, std::vector<ApproxWorkspace<Scalar>>& wss) {
+void approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& ref,
+                       std::vector<ApproxWorkspace<Scalar>>& wss) {
   const Index cut_size = std::max<Index>(ctx.options->index.leaf, ref.size / 64);
   std::vector<Index> cut;
   for (Index g = 0; g < ref.nodes(); ++g) {
@@ -272,13 +282,15 @@ inline std::vector<std::vector<Index>> approx_groups(const std::vector<Index>& s
                                                      Index group_rows) {
   std::vector<Index> order(static_cast<std::size_t>(r1 - r0));
   std::iota(order.begin(), order.end(), r0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](Index a, Index b) { return sig[static_cast<std::size_t>(a)] < sig[static_cast<std::size_t>(b)]; });
+  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) {
+    return sig[static_cast<std::size_t>(a)] < sig[static_cast<std::size_t>(b)];
+  });
   const auto half = static_cast<std::size_t>(std::max<Index>(1, group_rows / 8));
   std::vector<std::vector<Index>> groups;
   std::vector<Index> cur;
   for (const Index r : order) {
-    const bool change = !cur.empty() && sig[static_cast<std::size_t>(r)] != sig[static_cast<std::size_t>(cur.back())];
+    const bool change =
+        !cur.empty() && sig[static_cast<std::size_t>(r)] != sig[static_cast<std::size_t>(cur.back())];
     if (!cur.empty() && (static_cast<Index>(cur.size()) >= group_rows || (change && cur.size() >= half))) {
       groups.push_back(std::move(cur));
       cur.clear();
@@ -295,10 +307,12 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
                    std::vector<ApproxWorkspace<Scalar>>& wss) {
   const Index b0 = ctx.options->index.block;
   Index cmax = 0;
-  for (const Index f : ctx.far) cmax = std::max(cmax, f / b0);
+  for (const Index f : ctx.far)
+    cmax = std::max(cmax, f / b0);
   if (cmax == 0) return;
   Index top = 0;
-  while ((Index(2) << top) <= cmax) ++top;
+  while ((Index(2) << top) <= cmax)
+    ++top;
   bool signed_rows = false, probed_level = false;
   for (Index level = top; level >= 0; --level) {
     // The blocks of this level and the runs of rows using them.
@@ -347,7 +361,8 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
     };
     std::vector<Item> items;
     for (const Use& u : uses)
-      for (Index a = u.r0; a < u.r1; a += 4096) items.push_back({u.m, a, std::min(u.r1, a + 4096)});
+      for (Index a = u.r0; a < u.r1; a += 4096)
+        items.push_back({u.m, a, std::min(u.r1, a + 4096)});
     // Certified mode, first level whose first item is indexed and has two
     // groups or more: probe approx_probe_groups groups of it, spread over its
     // signature order. If every
@@ -372,7 +387,8 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
           probed[static_cast<std::size_t>(g)] = 1;
           traverse_group(ctx, acc, *block, first_groups[static_cast<std::size_t>(g)], ws, ctx.threads);
         }
-        const Index exact = ws.stats.exact_blocks - exact0, traversed = ws.stats.traversed_blocks - traversed0;
+        const Index exact = ws.stats.exact_blocks - exact0,
+                    traversed = ws.stats.traversed_blocks - traversed0;
         if (exact == probes && traversed == probes) {
           ctx.unstructured = true;
           src.release(level);
@@ -406,14 +422,17 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
             vabs(c) = nan_max(vabs(c), std::fabs(static_cast<double>(ctx.v[j * ctx.ldv + c])));
         }
         for (Index a = 0; a < static_cast<Index>(rows.size()); a += 256) {
-          const std::vector<Index> part(rows.begin() + a, rows.begin() + std::min<Index>(a + 256, static_cast<Index>(rows.size())));
+          const std::vector<Index> part(
+              rows.begin() + a, rows.begin() + std::min<Index>(a + 256, static_cast<Index>(rows.size())));
           load_group(ctx, nullptr, part, ws);
           exact_range(ctx, acc, part, item.m * size, size, inflate(kmax), vabs, ws, inner);
         }
-        for (const Index r : rows) ctx.far_left[static_cast<std::size_t>(r)] -= size;
+        for (const Index r : rows)
+          ctx.far_left[static_cast<std::size_t>(r)] -= size;
         return;
       }
-      for (const std::vector<Index>& group : approx_groups(ctx.sig, item.r0, item.r1, ctx.options->group_rows))
+      for (const std::vector<Index>& group :
+           approx_groups(ctx.sig, item.r0, item.r1, ctx.options->group_rows))
         traverse_group(ctx, acc, *block, group, ws, inner);
     });
     src.release(level);
@@ -432,15 +451,18 @@ struct ApproxRepair {
 template <typename Scalar>
 std::vector<ApproxRepair> approx_finalise(ApproxContext<Scalar>& ctx, RowAccumulator& acc,
                                           ApproxResult<Scalar>& res) {
-  constexpr double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  constexpr double inf = std::numeric_limits<double>::infinity(),
+                   nan = std::numeric_limits<double>::quiet_NaN();
   constexpr double ud = 0x1.0p-53;
   const double us = unit_roundoff<Scalar>();
   const double eps = ctx.options->eps;
-  const int team = static_cast<int>(std::min<Index>(std::max(1, ctx.threads), std::max<Index>(1, ctx.n_q / 256)));
+  const int team =
+      static_cast<int>(std::min<Index>(std::max(1, ctx.threads), std::max<Index>(1, ctx.n_q / 256)));
   std::vector<std::vector<ApproxRepair>> repairs(static_cast<std::size_t>(team));
   approx_parallel(team, team, [&](Index t, int, int) {
     const Index r0 = ctx.n_q * t / team, r1 = ctx.n_q * (t + 1) / team;
-    Eigen::VectorXd vmin = Eigen::VectorXd::Constant(ctx.d_v, inf), vmax = Eigen::VectorXd::Constant(ctx.d_v, -inf);
+    Eigen::VectorXd vmin = Eigen::VectorXd::Constant(ctx.d_v, inf),
+                    vmax = Eigen::VectorXd::Constant(ctx.d_v, -inf);
     Eigen::VectorXd vabs(ctx.d_v), range(ctx.d_v);
     double kmax = 0;
     Index seen = 0;
@@ -491,7 +513,8 @@ std::vector<ApproxRepair> approx_finalise(ApproxContext<Scalar>& ctx, RowAccumul
       const double lse = est.log();
       if (acc.single_exact(r)) {
         // One exact part: the kernel's own result and bound.
-        for (Index c = 0; c < ctx.d_v; ++c) out(c) = static_cast<Scalar>(o[c]);
+        for (Index c = 0; c < ctx.d_v; ++c)
+          out(c) = static_cast<Scalar>(o[c]);
         res.lse(r) = static_cast<Scalar>(est.m);
         res.lse_bound(r) = acc.hi(r).m - est.m;
       } else {
@@ -500,10 +523,12 @@ std::vector<ApproxRepair> approx_finalise(ApproxContext<Scalar>& ctx, RowAccumul
         const double parts = static_cast<double>(acc.parts(r));
         for (Index c = 0; c < ctx.d_v; ++c) {
           out(c) = static_cast<Scalar>(o[c] / est.s);
-          w[c] = (range(c) > 0 ? range(c) * mass : 0.0) + w[c] / est.s + (us + (32 + 8 * parts) * ud) * vabs(c);
+          w[c] =
+              (range(c) > 0 ? range(c) * mass : 0.0) + w[c] / est.s + (us + (32 + 8 * parts) * ud) * vabs(c);
         }
         res.lse(r) = static_cast<Scalar>(lse);
-        res.lse_bound(r) = std::max(lse - log_tmin, acc.hi(r).log() - lse) + (us + 16 * ud) * (std::fabs(lse) + 1);
+        res.lse_bound(r) =
+            std::max(lse - log_tmin, acc.hi(r).log() - lse) + (us + 16 * ud) * (std::fabs(lse) + 1);
       }
       bool miss = false;
       for (Index c = 0; c < ctx.d_v; ++c) {
@@ -520,46 +545,53 @@ std::vector<ApproxRepair> approx_finalise(ApproxContext<Scalar>& ctx, RowAccumul
     }
   });
   std::vector<ApproxRepair> all;
-  for (auto& v : repairs) all.insert(all.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
+  for (auto& v : repairs)
+    all.insert(all.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
   return all;
 }
 
 /// Phase 5: the kernel on each repaired row's whole prefix (in double when
 /// the Scalar kernel's bound misses eps too).
 template <typename Scalar>
-void approx_repair(ApproxContext<Scalar>& ctx, const std::vector<ApproxRepair>& rows, ApproxResult<Scalar>& res) {
+void approx_repair(ApproxContext<Scalar>& ctx, const std::vector<ApproxRepair>& rows,
+                   ApproxResult<Scalar>& res) {
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> kk(ctx.k, ctx.n_k, ctx.d,
-                                                                       Eigen::OuterStride<>(ctx.ldk));
+                                                                        Eigen::OuterStride<>(ctx.ldk));
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> vv(ctx.v, ctx.n_k, ctx.d_v,
-                                                                       Eigen::OuterStride<>(ctx.ldv));
+                                                                        Eigen::OuterStride<>(ctx.ldv));
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> qq(ctx.q, ctx.n_q, ctx.d,
-                                                                       Eigen::OuterStride<>(ctx.ldq));
+                                                                        Eigen::OuterStride<>(ctx.ldq));
   const double eps = ctx.options->eps;
   const double us = unit_roundoff<Scalar>();
   const auto row_ratio = [&](Index r, const Eigen::VectorXd& vabs) {
     double worst = 0;
     for (Index c = 0; c < ctx.d_v; ++c) {
       const double bc = res.bound(r, c);
-      if (bc == bc && bc > 0) worst = std::max(worst, vabs(c) > 0 ? bc / vabs(c) : std::numeric_limits<double>::infinity());
+      if (bc == bc && bc > 0)
+        worst = std::max(worst, vabs(c) > 0 ? bc / vabs(c) : std::numeric_limits<double>::infinity());
     }
     return worst;
   };
   for (std::size_t a = 0; a < rows.size();) {
     std::size_t b = a + 1;
-    while (b < rows.size() && rows[b].row == rows[b - 1].row + 1) ++b;
+    while (b < rows.size() && rows[b].row == rows[b - 1].row + 1)
+      ++b;
     const Index r0 = rows[a].row, len = static_cast<Index>(b - a);
     const AttentionOptions opt{shifted_mask(ctx.mask, r0), ctx.scale};
     const FlashConfig config{ctx.threads, 0, approx_block_k};
-    const AttentionResult<Scalar> exact = flash_attention<Scalar>(qq.middleRows(r0, len), kk, vv, opt, config);
+    const AttentionResult<Scalar> exact =
+        flash_attention<Scalar>(qq.middleRows(r0, len), kk, vv, opt, config);
     std::optional<AttentionResult<double>> wide;
     for (Index i = 0; i < len; ++i) {
       const ApproxRepair& rep = rows[a + static_cast<std::size_t>(i)];
       const Index r = rep.row;
       const double logit = inflate(ctx.qnorm[static_cast<std::size_t>(r)] * inflate(rep.kmax));
       const double l = static_cast<double>(exact.lse(i));
-      const FlashRoundingBound fb = flash_rounding_bound<Scalar>(logit, ctx.d, ctx.n_k, approx_block_k, std::fabs(l));
+      const FlashRoundingBound fb =
+          flash_rounding_bound<Scalar>(logit, ctx.d, ctx.n_k, approx_block_k, std::fabs(l));
       bool miss = false;
-      for (Index c = 0; c < ctx.d_v; ++c) miss = miss || fb.output * rep.vabs(c) > eps * rep.vabs(c);
+      for (Index c = 0; c < ctx.d_v; ++c)
+        miss = miss || fb.output * rep.vabs(c) > eps * rep.vabs(c);
       ++res.stats.repaired_rows;
       const double visible = static_cast<double>(ctx.end[static_cast<std::size_t>(r)]);
       ctx.counts.row(r) << visible, 0, 0;
@@ -575,7 +607,8 @@ void approx_repair(ApproxContext<Scalar>& ctx, const std::vector<ApproxRepair>& 
       if (!wide) wide = flash_attention<double>(qq.middleRows(r0, len), kk, vv, opt, config);
       ++res.stats.double_rows;
       const double lw = wide->lse(i);
-      const FlashRoundingBound fw = flash_rounding_bound<double>(logit, ctx.d, ctx.n_k, approx_block_k, std::fabs(lw));
+      const FlashRoundingBound fw =
+          flash_rounding_bound<double>(logit, ctx.d, ctx.n_k, approx_block_k, std::fabs(lw));
       for (Index c = 0; c < ctx.d_v; ++c) {
         res.output(r, c) = static_cast<Scalar>(wide->output(i, c));
         if (res.bound(r, c) == res.bound(r, c)) res.bound(r, c) = (fw.output + us) * rep.vabs(c);

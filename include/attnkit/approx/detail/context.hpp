@@ -4,8 +4,8 @@
 /// The bound inputs of one approx_attention call, the per-row bookkeeping
 /// and the per-thread workspace shared by its phases. Internal.
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -41,12 +41,12 @@ struct ApproxContext {
   EstimateRule rule = EstimateRule::midpoint;
   int threads = 1;
 
-  std::vector<Index> end;      ///< e(r): row r sees keys [0, e(r))
-  std::vector<Index> far;      ///< F(r) = floor(e(r) / B_0) B_0: keys in whole blocks
-  std::vector<double> qnorm;   ///< |scale q_r|
-  std::vector<Index> sig;      ///< content signature of row r (grouping)
-  RowMatrix<double> counts;    ///< (n_q x 3): exact, summarised, skipped keys
-  std::vector<double> ratio;   ///< max_c bound_rc / max_j |v_jc| per row
+  std::vector<Index> end;     ///< e(r): row r sees keys [0, e(r))
+  std::vector<Index> far;     ///< F(r) = floor(e(r) / B_0) B_0: keys in whole blocks
+  std::vector<double> qnorm;  ///< |scale q_r|
+  std::vector<Index> sig;     ///< content signature of row r (grouping)
+  RowMatrix<double> counts;   ///< (n_q x 3): exact, summarised, skipped keys
+  std::vector<double> ratio;  ///< max_c bound_rc / max_j |v_jc| per row
   /// Per row: the bound already spent on closed nodes, in units of the
   /// row's mass (log-sum: kappa E + sum S~ rho tanh), and the keys of its
   /// blocks not yet traversed.
@@ -73,7 +73,8 @@ struct EntryTable {
   void grow(Index more, Index m) {
     if (size + more <= col[0].rows()) return;
     const Index cap = std::max<Index>(2 * col[0].rows(), size + more);
-    for (RowMatrix<double>& c : col) c.conservativeResize(cap, m);
+    for (RowMatrix<double>& c : col)
+      c.conservativeResize(cap, m);
   }
   auto operator()(Column c, Index e) { return col[c].row(e); }
   auto used(Column c) const { return col[c].topRows(size); }
@@ -82,8 +83,8 @@ struct EntryTable {
 /// Per-thread buffers.
 template <typename Scalar>
 struct ApproxWorkspace {
-  RowMatrix<Scalar> qs;       ///< group queries
-  RowMatrix<double> qhat;     ///< scale * qs
+  RowMatrix<Scalar> qs;    ///< group queries
+  RowMatrix<double> qhat;  ///< scale * qs
   GroupQueries gq;
   NodeEvalScratch scratch;
   NodeBatchBounds bounds;

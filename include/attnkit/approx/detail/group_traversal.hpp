@@ -101,9 +101,10 @@ void fold_exact(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const std::vect
     const double l = static_cast<double>(ws.lse(static_cast<Index>(i)));
     ctx.counts(r, 0) += static_cast<double>(n_keys);
     if (!(l > -std::numeric_limits<double>::infinity())) continue;  // every logit -inf: no mass
-    const FlashRoundingBound fb =
-        flash_rounding_bound<Scalar>(abs_logit(static_cast<Index>(i)), ctx.d, n_keys, approx_block_k, std::fabs(l));
-    for (Index c = 0; c < ctx.d_v; ++c) ws.xi[static_cast<std::size_t>(c)] = fb.output * vabs(c);
+    const FlashRoundingBound fb = flash_rounding_bound<Scalar>(abs_logit(static_cast<Index>(i)), ctx.d,
+                                                               n_keys, approx_block_k, std::fabs(l));
+    for (Index c = 0; c < ctx.d_v; ++c)
+      ws.xi[static_cast<std::size_t>(c)] = fb.output * vabs(c);
     acc.add(r, l, l - fb.lse, l + fb.lse, l + std::log(std::expm1(fb.lse)),
             ws.out.data() + static_cast<Index>(i) * ws.out.cols(), ws.xi.data(), true);
   }
@@ -119,15 +120,17 @@ void exact_range(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const std::vec
   ws.out.resize(m, ctx.d_v);
   ws.lse.resize(m);
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> kk(ctx.k, ctx.n_k, ctx.d,
-                                                                       Eigen::OuterStride<>(ctx.ldk));
+                                                                        Eigen::OuterStride<>(ctx.ldk));
   const Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>> vv(ctx.v, ctx.n_k, ctx.d_v,
-                                                                       Eigen::OuterStride<>(ctx.ldv));
+                                                                        Eigen::OuterStride<>(ctx.ldv));
   KeySet keys;
   keys.ranges = {KeyRange{begin, begin + size}};
-  flash_attention_partial_into<Scalar>(ws.qs, kk, vv, keys, ws.out, ws.lse, AttentionOptions{Mask::none(), ctx.scale},
+  flash_attention_partial_into<Scalar>(ws.qs, kk, vv, keys, ws.out, ws.lse,
+                                       AttentionOptions{Mask::none(), ctx.scale},
                                        FlashConfig{inner_threads, 0, approx_block_k});
   Eigen::VectorXd abs_logit(m);
-  for (Index i = 0; i < m; ++i) abs_logit(i) = inflate(ctx.qnorm[static_cast<std::size_t>(rows[static_cast<std::size_t>(i)])] * kmax);
+  for (Index i = 0; i < m; ++i)
+    abs_logit(i) = inflate(ctx.qnorm[static_cast<std::size_t>(rows[static_cast<std::size_t>(i)])] * kmax);
   fold_exact(ctx, acc, rows, ws, size, abs_logit, vabs);
 }
 
@@ -136,7 +139,8 @@ inline Eigen::VectorXd node_vabs(const KeyBlock& b, Index g) {
   Eigen::VectorXd out(b.d_v);
   for (Index c = 0; c < b.d_v; ++c) {
     const double lo = b.vstat(g, b.d_v + c), hi = b.vstat(g, 2 * b.d_v + c);
-    out(c) = (lo != lo || hi != hi) ? std::numeric_limits<double>::quiet_NaN() : std::max(std::fabs(lo), std::fabs(hi));
+    out(c) = (lo != lo || hi != hi) ? std::numeric_limits<double>::quiet_NaN()
+                                    : std::max(std::fabs(lo), std::fabs(hi));
   }
   return out;
 }
@@ -145,8 +149,9 @@ inline Eigen::VectorXd node_vabs(const KeyBlock& b, Index g) {
 /// skipped ones by their bounds, the summarised ones by their estimates,
 /// combined first (sums in the log domain, value means by one product).
 template <typename Scalar>
-void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock& b, const std::vector<Index>& rows,
-                 const std::vector<Index>& node, const std::vector<Index>& closed, ApproxWorkspace<Scalar>& ws) {
+void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock& b,
+                 const std::vector<Index>& rows, const std::vector<Index>& node,
+                 const std::vector<Index>& closed, ApproxWorkspace<Scalar>& ws) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   constexpr double u = 0x1.0p-53;
   const auto k = static_cast<Index>(closed.size());
@@ -184,7 +189,8 @@ void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock
   // Mass error: U for a skipped node, S~ (e^delta - 1) for a summarised one.
   err = (skip > 0).select(hi, est + expm1_upper(err).log());
   const Eigen::ArrayXXd sest = (skip > 0).select(Eigen::ArrayXXd::Constant(k, m, -inf), est);
-  const Eigen::ArrayXd lo_tot = colwise_log_sum(lo), hi_tot = colwise_log_sum(hi), err_tot = colwise_log_sum(err);
+  const Eigen::ArrayXd lo_tot = colwise_log_sum(lo), hi_tot = colwise_log_sum(hi),
+                       err_tot = colwise_log_sum(err);
   const Eigen::ArrayXd top = sest.colwise().maxCoeff().transpose();
   const Eigen::ArrayXd safe = (top == -inf).select(0.0, top);
   ws.weights = ((sest.rowwise() - safe.transpose()).exp()).matrix();  // k x m, 0 where skipped
@@ -206,7 +212,8 @@ void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock
       acc.add(r, top(i) + std::log(wsum(i)), lo_tot(i), hi_tot(i), err_tot(i), o.data() + i * d_v,
               xi.data() + i * d_v, false, static_cast<int>(k));
     } else {
-      acc.add<double>(r, -inf, lo_tot(i), hi_tot(i), err_tot(i), nullptr, nullptr, false, static_cast<int>(k));
+      acc.add<double>(r, -inf, lo_tot(i), hi_tot(i), err_tot(i), nullptr, nullptr, false,
+                      static_cast<int>(k));
     }
   }
 }
@@ -219,7 +226,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
   const auto m = static_cast<Index>(rows.size());
   const ApproxOptions& opt = *ctx.options;
   const auto leave = [&] {
-    for (const Index r : rows) ctx.far_left[static_cast<std::size_t>(r)] -= b.size;
+    for (const Index r : rows)
+      ctx.far_left[static_cast<std::size_t>(r)] -= b.size;
   };
   const auto whole_block = [&](bool loaded) {
     if (!loaded) load_group(ctx, nullptr, rows, ws);
@@ -232,8 +240,10 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
   Index budget_left = 0;
   if (budgeted) {
     Index far_max = 0;
-    for (const Index r : rows) far_max = std::max(far_max, ctx.far[static_cast<std::size_t>(r)]);
-    const double share = static_cast<double>(*opt.budget) * static_cast<double>(b.size) / static_cast<double>(far_max);
+    for (const Index r : rows)
+      far_max = std::max(far_max, ctx.far[static_cast<std::size_t>(r)]);
+    const double share =
+        static_cast<double>(*opt.budget) * static_cast<double>(b.size) / static_cast<double>(far_max);
     budget_left = static_cast<Index>(std::min(share, static_cast<double>(b.size)));
     if (budget_left >= b.size * 7 / 10) return whole_block(false);  // most of the block: the kernel
   }
@@ -316,7 +326,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     const Index g = node[static_cast<std::size_t>(e)];
     const double share = std::log(b.count(g) / static_cast<double>(std::max<Index>(1, undecided)));
     const Eigen::ArrayXd a = rest + share;
-    const Eigen::ArrayXd cs = t(EntryTable::cskip, e).transpose().array(), cm = t(EntryTable::csumm, e).transpose().array();
+    const Eigen::ArrayXd cs = t(EntryTable::cskip, e).transpose().array(),
+                         cm = t(EntryTable::csumm, e).transpose().array();
     if (!force && (cs.min(cm) > a).any()) return false;
     const Eigen::Array<bool, Eigen::Dynamic, 1> sk = (cs <= cm) || (cs <= a - std::log(4.0));
     t(EntryTable::skip, e) = sk.cast<double>().transpose().matrix();
@@ -383,7 +394,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
       fresh.clear();
       const Index e0 = t.size;
       evaluate(batch);
-      for (Index e = e0; e < t.size; ++e) fresh.push_back(e);
+      for (Index e = e0; e < t.size; ++e)
+        fresh.push_back(e);
       update();
     }
   } else {
@@ -391,7 +403,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     std::priority_queue<std::pair<double, Index>> heap;
     const auto offer = [&](Index e) {
       if (try_close(e, false)) return;
-      const double share = std::log(b.count(node[static_cast<std::size_t>(e)]) / static_cast<double>(std::max<Index>(1, undecided)));
+      const double share = std::log(b.count(node[static_cast<std::size_t>(e)]) /
+                                    static_cast<double>(std::max<Index>(1, undecided)));
       heap.emplace((cost(e) - rest - share).maxCoeff(), e);
     };
     offer(0);
@@ -424,7 +437,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
       const Index e0 = t.size;
       evaluate(batch);
       update();
-      for (Index e = e0; e < t.size; ++e) offer(e);
+      for (Index e = e0; e < t.size; ++e)
+        offer(e);
     }
     update();
     while (!heap.empty()) {
@@ -446,7 +460,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     n_open += b.node_count(g);
     kmax_open = std::max(kmax_open, b.kmax(g));
     const Eigen::VectorXd va = node_vabs(b, g);
-    for (Index c = 0; c < ctx.d_v; ++c) vabs_open(c) = nan_max(vabs_open(c), va(c));
+    for (Index c = 0; c < ctx.d_v; ++c)
+      vabs_open(c) = nan_max(vabs_open(c), va(c));
   }
   if (n_open > 0) {
     ws.kbuf.resize(n_open, ctx.d);
@@ -455,7 +470,8 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     for (std::size_t e = 0; e < node.size(); ++e) {
       if (state[e] != opened) continue;
       const Index g = node[e];
-      for (Index p = b.node_begin[static_cast<std::size_t>(g)]; p < b.node_end[static_cast<std::size_t>(g)]; ++p, ++row) {
+      for (Index p = b.node_begin[static_cast<std::size_t>(g)]; p < b.node_end[static_cast<std::size_t>(g)];
+           ++p, ++row) {
         const Index pos = b.perm[static_cast<std::size_t>(p)];
         std::copy(ctx.k + pos * ctx.ldk, ctx.k + pos * ctx.ldk + ctx.d, ws.kbuf.data() + row * ctx.d);
         std::copy(ctx.v + pos * ctx.ldv, ctx.v + pos * ctx.ldv + ctx.d_v, ws.vbuf.data() + row * ctx.d_v);
@@ -463,14 +479,17 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     }
     ws.out.resize(m, ctx.d_v);
     ws.lse.resize(m);
-    flash_attention_into<Scalar>(ws.qs, ws.kbuf, ws.vbuf, ws.out, ws.lse, AttentionOptions{Mask::none(), ctx.scale},
+    flash_attention_into<Scalar>(ws.qs, ws.kbuf, ws.vbuf, ws.out, ws.lse,
+                                 AttentionOptions{Mask::none(), ctx.scale},
                                  FlashConfig{inner_threads, 0, approx_block_k});
     Eigen::VectorXd abs_logit(m);
-    for (Index i = 0; i < m; ++i) abs_logit(i) = inflate(ws.gq.norm(i) * kmax_open);
+    for (Index i = 0; i < m; ++i)
+      abs_logit(i) = inflate(ws.gq.norm(i) * kmax_open);
     fold_exact(ctx, acc, rows, ws, n_open, abs_logit, vabs_open);
   }
   fold_closed(ctx, acc, b, rows, node, closed_entries, ws);
-  for (Index i = 0; i < m; ++i) ctx.spent[static_cast<std::size_t>(rows[static_cast<std::size_t>(i)])].add(used(i));
+  for (Index i = 0; i < m; ++i)
+    ctx.spent[static_cast<std::size_t>(rows[static_cast<std::size_t>(i)])].add(used(i));
   leave();
 }
 

@@ -111,7 +111,8 @@ inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, I
   const Index n = hi - lo, d = x.cols();
   const Index samples = std::min<Index>(n, 64);
   RowMatrix<double> s(samples, d);
-  for (Index t = 0; t < samples; ++t) s.row(t) = x.row(local[static_cast<std::size_t>(lo + t * n / samples)]);
+  for (Index t = 0; t < samples; ++t)
+    s.row(t) = x.row(local[static_cast<std::size_t>(lo + t * n / samples)]);
   Index i1 = 0, i2 = 0;
   (s.rowwise() - s.row(0)).rowwise().squaredNorm().maxCoeff(&i1);
   (s.rowwise() - s.row(i1)).rowwise().squaredNorm().maxCoeff(&i2);
@@ -141,16 +142,19 @@ inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, I
   }
   const double cut = 0.5 * (c1.dot(w) + c2.dot(w));
   Index left = 0;
-  for (const auto& pr : proj) left += pr.first < cut ? 1 : 0;
+  for (const auto& pr : proj)
+    left += pr.first < cut ? 1 : 0;
   Index mid;
   if (left * 8 >= n && (n - left) * 8 >= n) {
-    std::partition(proj.begin(), proj.end(), [&](const std::pair<double, Index>& pr) { return pr.first < cut; });
+    std::partition(proj.begin(), proj.end(),
+                   [&](const std::pair<double, Index>& pr) { return pr.first < cut; });
     mid = left;
   } else {
     mid = n / 2;
     std::nth_element(proj.begin(), proj.begin() + mid, proj.end());
   }
-  for (Index t = 0; t < n; ++t) local[static_cast<std::size_t>(lo + t)] = proj[static_cast<std::size_t>(t)].second;
+  for (Index t = 0; t < n; ++t)
+    local[static_cast<std::size_t>(lo + t)] = proj[static_cast<std::size_t>(t)].second;
   return lo + mid;
 }
 
@@ -158,8 +162,9 @@ inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, I
 /// (row stride ldk) and V (stride ldv). `threads` > 1 runs the per-node
 /// scans in an OpenMP loop (call it outside a parallel region then).
 template <typename Scalar>
-KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv, Index d, Index d_v, Index begin,
-                         Index size, Index level, Index index, const ApproxIndexOptions& options, int threads = 1) {
+KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv, Index d, Index d_v,
+                         Index begin, Index size, Index level, Index index, const ApproxIndexOptions& options,
+                         int threads = 1) {
   KeyBlock b;
   b.level = level;
   b.index = index;
@@ -286,8 +291,9 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
       b.geom(g, c) = m;
       b.geom(g, d + c) = std::min(b.geom(l, d + c), b.geom(r, d + c));
       b.geom(g, 2 * d + c) = std::max(b.geom(l, 2 * d + c), b.geom(r, 2 * d + c));
-      b.geom(g, 4 * d + c) =
-          (nl * (b.geom(l, 4 * d + c) + (ml - m) * (ml - m)) + nr * (b.geom(r, 4 * d + c) + (mr - m) * (mr - m))) / n;
+      b.geom(g, 4 * d + c) = (nl * (b.geom(l, 4 * d + c) + (ml - m) * (ml - m)) +
+                              nr * (b.geom(r, 4 * d + c) + (mr - m) * (mr - m))) /
+                             n;
     }
     for (Index c = 0; c < d_v; ++c) {
       b.vstat(g, c) = (nl * b.vstat(l, c) + nr * b.vstat(r, c)) / n;

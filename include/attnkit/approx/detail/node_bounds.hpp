@@ -86,8 +86,8 @@ struct NodeEvalScratch {
 };
 
 /// Fills `out` for the nodes[0..nb) of block `b` and the group `g`.
-inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index* nodes, Index nb, EstimateRule rule,
-                           NodeEvalScratch& ws, NodeBatchBounds& out) {
+inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index* nodes, Index nb,
+                           EstimateRule rule, NodeEvalScratch& ws, NodeBatchBounds& out) {
   const Index d = b.d, m = g.m;
   constexpr double u = 0x1.0p-53;
   ws.geom.resize(nb, 5 * d);
@@ -100,8 +100,8 @@ inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index
     rsd(t) = b.rsd(node);
     tr(t) = b.trace(node);
     logn(t) = std::log(cnt(t));
-    coef(t) = b.kmax(node) *
-              (2 * b.basis_error + (16 * static_cast<double>(d) + 64 + 2 * cnt(t)) * std::sqrt(static_cast<double>(d)) * u);
+    coef(t) = b.kmax(node) * (2 * b.basis_error + (16 * static_cast<double>(d) + 64 + 2 * cnt(t)) *
+                                                      std::sqrt(static_cast<double>(d)) * u);
   }
   serial_product(ws.c, g.qt, ws.geom.leftCols(d).transpose());
   const bool box = d <= approx_box_max_d;
@@ -114,8 +114,9 @@ inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index
   const auto c = ws.c.array();
   const Eigen::ArrayXd qn = g.norm.array() * (1 + 1e-12);
   const Eigen::ArrayXXd base = c.rowwise() + logn.transpose();
-  const Eigen::ArrayXXd zeta = (qn.matrix() * coef.matrix().transpose()).array() +
-                               1e-14 * (1 + c.abs() + (Eigen::ArrayXXd::Ones(m, nb).rowwise() * logn.transpose()));
+  const Eigen::ArrayXXd zeta =
+      (qn.matrix() * coef.matrix().transpose()).array() +
+      1e-14 * (1 + c.abs() + (Eigen::ArrayXXd::Ones(m, nb).rowwise() * logn.transpose()));
   const Eigen::ArrayXXd se = ws.se.array() * (1 + 1e-12);
   const Eigen::ArrayXXd ball = (qn.matrix() * rad.matrix().transpose()).array();
   constexpr double inf = std::numeric_limits<double>::infinity();
@@ -135,8 +136,9 @@ inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index
   const Eigen::ArrayXXd sig2 =
       (s1 * s1).min(((qn * qn).matrix() * tr.matrix().transpose()).array()).min(-xmin * xmax);
   // phi(b) = (e^b - 1 - b) / b^2, increasing; a series upper bound near 0.
-  const Eigen::ArrayXXd phi = (xmax < 1e-3).select(0.5 + xmax / 6 + xmax * xmax / 12,
-                                                   (xmax.exp() - 1 - xmax) / (xmax * xmax).max(1e-300));
+  const Eigen::ArrayXXd phi =
+      (xmax < 1e-3)
+          .select(0.5 + xmax / 6 + xmax * xmax / 12, (xmax.exp() - 1 - xmax) / (xmax * xmax).max(1e-300));
   const Eigen::ArrayXXd bennett = (xmax > 700).select(inf, (sig2 * phi).log1p());
   const Eigen::ArrayXXd upper = xmax.min(w * w / 8).min(bennett);
   out.so = base + (0.5 * se).min(upper);
@@ -162,7 +164,8 @@ inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index
   // that form (a few ulps of 1).
   out.vt = (1 - 2 / ((0.5 * w).exp() + 1) + 8 * u).min(1.0);
   Eigen::ArrayXd rho(nb);
-  for (Index t = 0; t < nb; ++t) rho(t) = b.rho(nodes[t]);
+  for (Index t = 0; t < nb; ++t)
+    rho(t) = b.rho(nodes[t]);
   const double log_kappa = std::log(approx_kappa);
   out.cskip = out.hi + log_kappa;
   const Eigen::ArrayXXd serr = out.est + expm1_upper(out.delta).log() + log_kappa;

@@ -71,7 +71,8 @@ Eigen::ArrayXd colwise_log_sum(const Eigen::DenseBase<Derived>& x) {
   if (x.rows() == 0) return Eigen::ArrayXd::Constant(x.cols(), -inf);
   const Eigen::ArrayXd mx = x.derived().array().colwise().maxCoeff().transpose();
   const Eigen::ArrayXd safe = (mx == -inf).select(0.0, mx);
-  const Eigen::ArrayXd sum = (x.derived().array().rowwise() - safe.transpose()).exp().colwise().sum().transpose();
+  const Eigen::ArrayXd sum =
+      (x.derived().array().rowwise() - safe.transpose()).exp().colwise().sum().transpose();
   return (mx == -inf).select(mx, safe + sum.log());
 }
 
@@ -80,9 +81,15 @@ Eigen::ArrayXd colwise_log_sum(const Eigen::DenseBase<Derived>& x) {
 class RowAccumulator {
  public:
   RowAccumulator(Index rows, Index d_v, RowMatrix<double>& w)
-      : d_v_(d_v), est_(static_cast<std::size_t>(rows)), lo_(est_), hi_(est_), err_(est_),
-        parts_(static_cast<std::size_t>(rows), 0), exact_(static_cast<std::size_t>(rows), 0),
-        o_(RowMatrix<double>::Zero(rows, d_v)), w_(w) {
+      : d_v_(d_v),
+        est_(static_cast<std::size_t>(rows)),
+        lo_(est_),
+        hi_(est_),
+        err_(est_),
+        parts_(static_cast<std::size_t>(rows), 0),
+        exact_(static_cast<std::size_t>(rows), 0),
+        o_(RowMatrix<double>::Zero(rows, d_v)),
+        w_(w) {
     w_.setZero(rows, d_v);
   }
 
@@ -109,9 +116,11 @@ class RowAccumulator {
         orow[c] *= f;
         wrow[c] *= f;
       }
-    for (Index c = 0; c < d_v_; ++c) orow[c] += wt * static_cast<double>(o[c]);
+    for (Index c = 0; c < d_v_; ++c)
+      orow[c] += wt * static_cast<double>(o[c]);
     if (xi)
-      for (Index c = 0; c < d_v_; ++c) wrow[c] += wt * xi[c];
+      for (Index c = 0; c < d_v_; ++c)
+        wrow[c] += wt * xi[c];
   }
 
   /// log of the row's current mass lower bound T_min (-inf if none yet).

@@ -27,8 +27,8 @@ void require_finite(const char* where, const char* name, const M& m) {
   for (Index i = 0; i < m.rows(); ++i)
     for (Index c = 0; c < m.cols(); ++c)
       if (!std::isfinite(static_cast<double>(m(i, c))))
-        fail(where, ": ", name, " ", shape(m), " has a non-finite entry ", static_cast<double>(m(i, c)), " at (", i,
-             ", ", c, "); the bounds need finite queries and keys");
+        fail(where, ": ", name, " ", shape(m), " has a non-finite entry ", static_cast<double>(m(i, c)),
+             " at (", i, ", ", c, "); the bounds need finite queries and keys");
 }
 
 /// Binds the inputs (row-major views) into a context; rows from `first`
@@ -36,8 +36,10 @@ void require_finite(const char* where, const char* name, const M& m) {
 template <typename Scalar>
 ApproxContext<Scalar> approx_context(const char* where, const Eigen::Ref<const RowMatrix<Scalar>>& q,
                                      const Eigen::Ref<const RowMatrix<Scalar>>& k,
-                                     const Eigen::Ref<const RowMatrix<Scalar>>& v, const ApproxOptions& options) {
-  const AttentionProblem pb = make_attention_problem(where, q, k, v, AttentionOptions{options.mask, options.scale});
+                                     const Eigen::Ref<const RowMatrix<Scalar>>& v,
+                                     const ApproxOptions& options) {
+  const AttentionProblem pb =
+      make_attention_problem(where, q, k, v, AttentionOptions{options.mask, options.scale});
   check_approx_options(where, options);
   require_finite(where, "Q", q);
   require_finite(where, "K", k);
