@@ -36,13 +36,23 @@ fi
 build="$root/build/$mode"
 # Explicit, so a build directory configured otherwise before still builds
 # (and warns on) everything.
-options=(-DCMAKE_BUILD_TYPE=Release -DATTNKIT_SANITIZE=OFF -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=ON -DATTNKIT_BUILD_TOOLS=ON)
+# Each program is compiled once per pass: the examples are not built in-tree
+# (ctest's package.examples builds and runs them against the installed
+# package).
+options=(-DCMAKE_BUILD_TYPE=Release -DATTNKIT_SANITIZE=OFF -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=ON
+  -DATTNKIT_BUILD_TOOLS=ON -DATTNKIT_BUILD_EXAMPLES=OFF -DATTNKIT_TEST_PACKAGE=ON)
 if [ "$mode" = sanitize ]; then
   # Assertions on (no NDEBUG), -O1 -g1: half the compile time of -O2 -g under
-  # the sanitizers, with line numbers in their reports. The benchmark binaries
-  # are not built: no test runs them, and the release pass compiles them.
+  # the sanitizers, with line numbers in their reports. Not built again here,
+  # because the sanitizers change nothing in them: the benchmark binaries (no
+  # test runs them) and the package consumers (package.*, eval.installed,
+  # python.installed build Release programs against a fresh install). The
+  # examples are built in-tree instead, so they run under the sanitizers; the
+  # tests are built once each, for the native instruction set
+  # (tests/CMakeLists.txt).
   options=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" -DATTNKIT_SANITIZE=ON
-    -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=OFF -DATTNKIT_BUILD_TOOLS=ON)
+    -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=OFF -DATTNKIT_BUILD_TOOLS=ON -DATTNKIT_BUILD_EXAMPLES=ON
+    -DATTNKIT_TEST_PACKAGE=OFF)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fi

@@ -208,6 +208,51 @@ TYPED_TEST(ScoreTest, GenericPathsAgreeWithTheDefaultPolicy) {
   }
 }
 
+// The key terms are computed once per call into a table when several query
+// blocks read them, tile by tile when one block does: the same function of
+// the same key and position, so the same bits (without a mask, where the
+// block size changes nothing else). Keys that are a slice of a longer
+// sequence (first_position > 0) over two ranges: the table is indexed by K's
+// row and fed the key's position (TestScore's key terms depend on it), so the
+// slice gives the bits of the whole sequence restricted to the same ranges,
+// for every mask.
+TYPED_TEST(ScoreTest, KeyTermsPrecomputedPerCallGiveTheBitsOfPerTileTerms) {
+  using Scalar = TypeParam;
+  const Index n_q = 64, n_k = 300, first = 37;
+  const auto w = make_llm_like_workload<Scalar>({n_q, first + n_k, 16, 12}, 8300);
+  const RowMatrix<Scalar> k = w.k.bottomRows(n_k), v = w.v.bottomRows(n_k);
+  const std::vector<KeyRange> ranges{KeyRange{first + 5, first + 140}, KeyRange{first + 170, first + 300}};
+  KeySet slice;
+  slice.first_position = first;
+  slice.ranges = ranges;
+  KeySet whole;
+  whole.ranges = ranges;
+  const auto same_bits = [&](const AttentionResult<Scalar>& a, const AttentionResult<Scalar>& b) {
+    bool ok = matrices_near(a.output, b.output, 0.0);
+    for (Index i = 0; i < n_q; ++i)
+      ok = ok && (a.lse(i) == b.lse(i) || (std::isinf(a.lse(i)) && std::isinf(b.lse(i))));
+    return ok;
+  };
+  for (const int threads : {1, 2}) {
+    // block_q 16: four blocks (the table), on one or two threads; block_q
+    // 64: one block (per tile), on one thread (on two the scheduler would
+    // split its keys into merged chunks: other roundings).
+    const AttentionOptions none{Mask::none(), {}};
+    EXPECT_TRUE(
+        same_bits(flash_attention_partial(w.q, k, v, slice, none, FlashConfig{threads, 16, 32}, TestScore{}),
+                  flash_attention_partial(w.q, k, v, slice, none, FlashConfig{1, 64, 32}, TestScore{})))
+        << "threads " << threads;
+    for (const Mask mask : {Mask::none(), Mask::causal(), Mask::causal().with_window(90).with_sinks(3)}) {
+      const AttentionOptions opt{mask, {}};
+      const auto from_slice =
+          flash_attention_partial(w.q, k, v, slice, opt, FlashConfig{threads, 16, 32}, TestScore{});
+      const auto from_whole =
+          flash_attention_partial(w.q, w.k, w.v, whole, opt, FlashConfig{threads, 16, 32}, TestScore{});
+      EXPECT_TRUE(same_bits(from_slice, from_whole)) << to_string(mask.kind) << " threads " << threads;
+    }
+  }
+}
+
 TYPED_TEST(ScoreTest, PolicyParametersAreChecked) {
   using Scalar = TypeParam;
   const auto w = make_iid_workload<Scalar>({4, 8, 4, 4}, 8200);

@@ -131,18 +131,17 @@ struct HyperbolicScore {
       }
       const C a = project(n2, radius);
       const C m2 = c * a * a * n2;
-      terms[0] = a;
+      terms[0] = two_c * a;
       terms[1] = m2;
-      terms[2] = C(1) / (C(1) - m2);
+      terms[2] = C(2) / (C(1) - m2);
     }
     template <typename Packet>
     Packet transform(const Packet& s, const Packet* kt, const Packet* qt) const {
       namespace ei = Eigen::internal;
-      // c ||q~ - k~||^2 = c ||q~||^2 + c ||k~||^2 - 2 c a_k (q~ . k), clamped at 0.
-      const Packet dot = ei::pmul(kt[0], s);
-      Packet num = ei::psub(ei::padd(qt[0], kt[1]), ei::pmul(ei::pset1<Packet>(two_c), dot));
+      // c ||q~ - k~||^2 = c ||q~||^2 + c ||k~||^2 - (2 c a_k) (q~ . k), clamped at 0.
+      Packet num = ei::psub(ei::padd(qt[0], kt[1]), ei::pmul(kt[0], s));
       num = ei::pmax(num, ei::pzero(num));
-      const Packet t = ei::pmul(ei::pmul(ei::pset1<Packet>(C(2)), num), ei::pmul(qt[1], kt[2]));
+      const Packet t = ei::pmul(num, ei::pmul(qt[1], kt[2]));
       const Packet root = ei::psqrt(ei::pmul(t, ei::padd(t, ei::pset1<Packet>(C(2)))));
       return ei::pmul(ei::pset1<Packet>(out), detail::packet_log1p(ei::padd(t, root)));
     }

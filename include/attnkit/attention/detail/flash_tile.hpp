@@ -147,6 +147,11 @@ struct FlashInputs {
   Index key_position;
   MaskLayout mask;
   Score score;
+  /// The policy's key terms of every key, computed once per call when
+  /// several query blocks read them (term t of K row r at
+  /// key_table[t * key_table_stride + r]); null: computed tile by tile.
+  const Compute* key_table = nullptr;
+  Index key_table_stride = 0;
 
   const SK* key_row(Index j) const {
     return k + (j - key_position) * ldk;
@@ -241,6 +246,12 @@ EIGEN_STRONG_INLINE void tile_key_terms(const In& in, Index j0, Index nk,
                                         FlashWorkspace<typename In::Compute>& ws) {
   using C = typename In::Compute;
   if constexpr (In::key_terms > 0) {
+    if (in.key_table) {  // precomputed for the call: copied (nk values per term)
+      for (int q = 0; q < In::key_terms; ++q)
+        std::copy_n(in.key_table + q * in.key_table_stride + (j0 - in.key_position), nk,
+                    ws.kterms.data() + q * ws.block_k);
+      return;
+    }
     for (Index j = 0; j < nk; ++j) {
       C t[In::key_terms] = {};
       in.score.key(in.key_row(j0 + j), in.d, j0 + j, t);
