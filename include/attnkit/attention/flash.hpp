@@ -11,7 +11,9 @@
 /// mask, the same NaN and -inf conventions) without ever forming the
 /// n_q x n_k score matrix: per thread it holds one block of queries, one tile
 /// of scores and one output accumulator (O((d + d_v + block_k) block_q)
-/// memory).
+/// memory); a score policy with per-key terms adds one table of them per
+/// head for the call (key_terms values per key) when several query blocks
+/// read them.
 ///
 /// Types: Q, K and V may each be stored in its own element type; the kernel
 /// computes in `Compute` (a template argument, default: double if any input

@@ -11,7 +11,7 @@
 /// (whose direction is undefined), makes the logits it enters NaN.
 ///
 /// The fused kernel normalises each query once (folding 1 / (tau ||q||) into
-/// it), computes 1 / ||k|| once per key and tile, and multiplies the tile
+/// it), computes 1 / ||k|| once per key and call, and multiplies the tile
 /// product by it. Each logit is within (2 d + 5) u / tau of its definition.
 /// Temperature: tau replaces the logit scale, so AttentionOptions::scale must
 /// be unset. Norms are sums of squares in the compute type: components beyond

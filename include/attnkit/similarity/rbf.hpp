@@ -8,7 +8,7 @@
 /// a Gaussian kernel in the softmax. It equals q . k / tau - ||k||^2 / (2 tau)
 /// minus ||q||^2 / (2 tau), a per-query constant the softmax ignores: so the
 /// fused kernel runs the dot product with the queries scaled by 1 / tau, ONE
-/// per-key bias -||k||^2 / (2 tau) (computed once per key and tile), and adds
+/// per-key bias -||k||^2 / (2 tau) (computed once per key and call), and adds
 /// the per-query constant to the row's log-sum-exp, which therefore is the
 /// lse of the true logits (partials over different key sets merge exactly).
 ///
@@ -16,8 +16,8 @@
 /// within (d + 3) u (|q| |k| + ||k||^2 / 2) / tau of its definition (u the
 /// unit roundoff), the same order as the dot product's error. Temperature:
 /// tau replaces the logit scale, so AttentionOptions::scale must be unset.
-/// Cost: the dot-product kernel plus one add per score and d flops per key
-/// and tile.
+/// Cost: the dot-product kernel plus one add per score and 2 d flops per key
+/// (and one value of the compute type per key while the call runs).
 
 #include <cmath>
 
