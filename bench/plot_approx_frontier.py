@@ -34,6 +34,8 @@ def rows(path, workload, n):
     for b in data.get("benchmarks", []):
         if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
             continue
+        if b.get("error_occurred") or not b.get("real_time"):
+            continue  # a row that failed or did not run
         name = b.get("run_name", b["name"])
         name = re.sub(r"/(iterations|real_time|manual_time).*$", "", name)
         parts = name.split("/")
@@ -81,6 +83,8 @@ def main():
         for name, b in r.items():
             if not name.startswith(prefix):
                 continue
+            if "err_contract" not in b:
+                continue
             eps = float(name[len(prefix):]) if prefix == "certified_eps" else NOMINAL_EPS
             bound = b.get("bound_contract")
             pts.append((flash / b["seconds"], b["err_contract"] * eps, None if bound is None else bound * eps,
@@ -88,7 +92,7 @@ def main():
         if not pts:
             missing.append(prefix)
             continue
-        pts.sort()
+        pts.sort(key=lambda p: p[0])
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, label=label + ": error")
         for x, y, _, tag in pts:
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)

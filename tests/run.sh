@@ -40,19 +40,21 @@ build="$root/build/$mode"
 # (ctest's package.examples builds and runs them against the installed
 # package).
 options=(-DCMAKE_BUILD_TYPE=Release -DATTNKIT_SANITIZE=OFF -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=ON
-  -DATTNKIT_BUILD_TOOLS=ON -DATTNKIT_BUILD_EXAMPLES=OFF -DATTNKIT_TEST_PACKAGE=ON)
+  -DATTNKIT_BUILD_TOOLS=ON -DATTNKIT_BUILD_EXAMPLES=OFF -DATTNKIT_TEST_PACKAGE=ON -DATTNKIT_NATIVE=ON
+  -DATTNKIT_INSTALL=ON)
 if [ "$mode" = sanitize ]; then
   # Assertions on (no NDEBUG), -O1 -g1: half the compile time of -O2 -g under
   # the sanitizers, with line numbers in their reports. Not built again here,
   # because the sanitizers change nothing in them: the benchmark binaries (no
-  # test runs them) and the package consumers (package.*, eval.installed,
-  # python.installed build Release programs against a fresh install). The
+  # test runs them) and the install tests (package.* build Release programs
+  # against a fresh install; eval.installed and python.installed check the
+  # installed layout, which the release pass checks too). The
   # examples are built in-tree instead, so they run under the sanitizers; the
   # tests are built once each, for the native instruction set
   # (tests/CMakeLists.txt).
   options=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" -DATTNKIT_SANITIZE=ON
     -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCHMARKS=OFF -DATTNKIT_BUILD_TOOLS=ON -DATTNKIT_BUILD_EXAMPLES=ON
-    -DATTNKIT_TEST_PACKAGE=OFF)
+    -DATTNKIT_TEST_PACKAGE=OFF -DATTNKIT_NATIVE=ON -DATTNKIT_INSTALL=ON)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fi

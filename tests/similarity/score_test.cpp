@@ -218,37 +218,49 @@ TYPED_TEST(ScoreTest, GenericPathsAgreeWithTheDefaultPolicy) {
 // for every mask.
 TYPED_TEST(ScoreTest, KeyTermsPrecomputedPerCallGiveTheBitsOfPerTileTerms) {
   using Scalar = TypeParam;
-  const Index n_q = 64, n_k = 300, first = 37;
-  const auto w = make_llm_like_workload<Scalar>({n_q, first + n_k, 16, 12}, 8300);
-  const RowMatrix<Scalar> k = w.k.bottomRows(n_k), v = w.v.bottomRows(n_k);
-  const std::vector<KeyRange> ranges{KeyRange{first + 5, first + 140}, KeyRange{first + 170, first + 300}};
+  const Index n_k = 300, first = 37;
+  // The ranges end before K does (the table spans K's rows up to the last
+  // range's end, not n_k).
+  const std::vector<KeyRange> ranges{KeyRange{first + 5, first + 140}, KeyRange{first + 170, first + 290}};
   KeySet slice;
   slice.first_position = first;
+  slice.sequence_length = first + n_k;
   slice.ranges = ranges;
   KeySet whole;
   whole.ranges = ranges;
-  const auto same_bits = [&](const AttentionResult<Scalar>& a, const AttentionResult<Scalar>& b) {
-    bool ok = matrices_near(a.output, b.output, 0.0);
-    for (Index i = 0; i < n_q; ++i)
-      ok = ok && (a.lse(i) == b.lse(i) || (std::isinf(a.lse(i)) && std::isinf(b.lse(i))));
-    return ok;
-  };
-  for (const int threads : {1, 2}) {
-    // block_q 16: four blocks (the table), on one or two threads; block_q
-    // 64: one block (per tile), on one thread (on two the scheduler would
-    // split its keys into merged chunks: other roundings).
-    const AttentionOptions none{Mask::none(), {}};
-    EXPECT_TRUE(
-        same_bits(flash_attention_partial(w.q, k, v, slice, none, FlashConfig{threads, 16, 32}, TestScore{}),
-                  flash_attention_partial(w.q, k, v, slice, none, FlashConfig{1, 64, 32}, TestScore{})))
-        << "threads " << threads;
-    for (const Mask mask : {Mask::none(), Mask::causal(), Mask::causal().with_window(90).with_sinks(3)}) {
-      const AttentionOptions opt{mask, {}};
-      const auto from_slice =
-          flash_attention_partial(w.q, k, v, slice, opt, FlashConfig{threads, 16, 32}, TestScore{});
-      const auto from_whole =
-          flash_attention_partial(w.q, w.k, w.v, whole, opt, FlashConfig{threads, 16, 32}, TestScore{});
-      EXPECT_TRUE(same_bits(from_slice, from_whole)) << to_string(mask.kind) << " threads " << threads;
+  // n_q 68: the last block of 4 rows runs the decode kernel, over the table too.
+  for (const Index n_q : {Index(64), Index(68)}) {
+    const auto w = make_llm_like_workload<Scalar>({n_q, first + n_k, 16, 12}, 8300);
+    const RowMatrix<Scalar> k = w.k.bottomRows(n_k), v = w.v.bottomRows(n_k);
+    const auto same_bits = [&](const AttentionResult<Scalar>& a, const AttentionResult<Scalar>& b) {
+      bool ok = matrices_near(a.output, b.output, 0.0);
+      for (Index i = 0; i < n_q; ++i)
+        ok = ok && (a.lse(i) == b.lse(i) || (std::isinf(a.lse(i)) && std::isinf(b.lse(i))));
+      return ok;
+    };
+    for (const int threads : {1, 2}) {
+      if (n_q == 64) {
+        // block_q 16: four blocks (the table), on one or two threads;
+        // block_q 64: one block (per tile), on one thread (on two the
+        // scheduler would split its keys into merged chunks: other
+        // roundings).
+        const AttentionOptions none{Mask::none(), {}};
+        EXPECT_TRUE(same_bits(
+            flash_attention_partial(w.q, k, v, slice, none, FlashConfig{threads, 16, 32}, TestScore{}),
+            flash_attention_partial(w.q, k, v, slice, none, FlashConfig{1, 64, 32}, TestScore{})))
+            << "threads " << threads;
+      }
+      for (const Mask mask : {Mask::none(), Mask::causal(), Mask::causal().with_window(90).with_sinks(3)}) {
+        const AttentionOptions opt{mask, {}};
+        const auto from_slice =
+            flash_attention_partial(w.q, k, v, slice, opt, FlashConfig{threads, 16, 32}, TestScore{});
+        KeySet whole_seq = whole;
+        whole_seq.sequence_length = first + n_k;
+        const auto from_whole =
+            flash_attention_partial(w.q, w.k, w.v, whole_seq, opt, FlashConfig{threads, 16, 32}, TestScore{});
+        EXPECT_TRUE(same_bits(from_slice, from_whole))
+            << to_string(mask.kind) << " threads " << threads << " n_q " << n_q;
+      }
     }
   }
 }
