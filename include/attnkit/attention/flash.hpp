@@ -52,6 +52,7 @@
 #include <cstdint>
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "attnkit/attention/detail/flash_schedule.hpp"
@@ -233,7 +234,7 @@ void flash_call(const char* where, const Eigen::MatrixBase<DQ>& q, const Eigen::
            first, pb.mask, ph.template kernel<Compute>(pb)},
         out + h * n_q * ldo, ldo, lse + h * n_q});
   }
-  flash_run(heads, ranges, tiling.block_q, tiling.block_k, tiling.threads);
+  flash_run(std::move(heads), ranges, tiling.block_q, tiling.block_k, tiling.threads);
 }
 
 template <typename Compute>

@@ -75,40 +75,43 @@ inline void block_segments(const std::vector<KeyRange>& ranges, const MaskLayout
 /// (block_k a multiple of the packet size) on `threads` threads.
 ///
 /// A policy's key terms (key_terms scalars per key) are computed once per
-/// call, into a table of heads x key_terms x (keys' row span) values of
-/// Compute, when more than one query block reads them; else tile by tile.
+/// call when more than one query block reads them, into a table per head of
+/// key_terms x (positions from the first range's begin to the last range's
+/// end) values of Compute; else tile by tile.
 template <typename In>
-void flash_run(const std::vector<FlashHead<In>>& bound_heads, const std::vector<KeyRange>& ranges,
-               Index block_q, Index block_k, int threads) {
+void flash_run(std::vector<FlashHead<In>> heads, const std::vector<KeyRange>& ranges, Index block_q,
+               Index block_k, int threads) {
   using C = typename In::Compute;
-  const Index n_heads = static_cast<Index>(bound_heads.size());
-  const Index n_q = bound_heads[0].in.n_q, d_v = bound_heads[0].in.d_v;
+  const Index n_heads = static_cast<Index>(heads.size());
+  const In& in0 = heads[0].in;
+  const Index n_q = in0.n_q, d_v = in0.d_v;
   const Index blocks = (n_q + block_q - 1) / block_q;
   const Index head_blocks = checked_product("flash_attention", "heads x query blocks", n_heads, blocks);
   Index keys = 0;
   for (const KeyRange& r : ranges)
     keys += r.size();
 
-  // The key-term tables (see above): rows [0, span) of K per head.
-  std::vector<FlashHead<In>> tabled;
+  // The key-term tables (see above), filled over the ranges cut into pieces
+  // of at most 1024 keys (the work items).
   std::vector<C, Eigen::aligned_allocator<C>> key_table;
-  const Index span = ranges.back().end - bound_heads[0].in.key_position;
-  const bool use_table = In::key_terms > 0 && blocks > 1 && keys > 0;
-  const Index per_head =
-      use_table ? checked_product("flash_attention", "key terms x keys", Index(In::key_terms), span) : 0;
-  if (use_table) {
+  std::vector<KeyRange> table_pieces;
+  const Index table_first = ranges.front().begin, span = ranges.back().end - table_first;
+  Index per_head = 0;
+  if (In::key_terms > 0 && blocks > 1 && keys > 0) {
+    per_head = checked_product("flash_attention", "key terms x keys", Index(In::key_terms), span);
     key_table.resize(
         static_cast<std::size_t>(checked_product("flash_attention", "key-term table", n_heads, per_head)));
-    tabled = bound_heads;
     for (Index h = 0; h < n_heads; ++h) {
-      tabled[static_cast<std::size_t>(h)].in.key_table = key_table.data() + h * per_head;
-      tabled[static_cast<std::size_t>(h)].in.key_table_stride = span;
+      In& in = heads[static_cast<std::size_t>(h)].in;
+      in.key_table = key_table.data() + h * per_head;
+      in.key_table_first = table_first;
+      in.key_table_stride = span;
     }
+    for (const KeyRange& r : ranges)
+      for (Index a = r.begin; a < r.end; a += 1024)
+        table_pieces.push_back({a, std::min(a + 1024, r.end)});
   }
-  const std::vector<FlashHead<In>>& heads = use_table ? tabled : bound_heads;
-  const In& in0 = heads[0].in;
-  constexpr Index table_chunk = 1024;  // keys per work item of the table
-  const Index table_chunks = use_table ? (span + table_chunk - 1) / table_chunk : 0;
+  const Index pieces = static_cast<Index>(table_pieces.size());
 
   // Split the keys when there are too few (head, block) items to keep every
   // thread busy: chunks of at least 4 tiles.
@@ -146,21 +149,19 @@ void flash_run(const std::vector<FlashHead<In>>& bound_heads, const std::vector<
     std::vector<KeyRange>& segs = segments[tid];
     if constexpr (In::key_terms > 0) {
       // The key-term tables, before any block reads them (the barrier at the
-      // end of this loop), for the rows inside the call's ranges.
+      // end of this loop).
       ATTNKIT_PRAGMA(omp for schedule(static))
-      for (Index item = 0; item < n_heads * table_chunks; ++item) {
-        const Index h = item / table_chunks;
+      for (Index item = 0; item < n_heads * pieces; ++item) {
+        const Index h = item / pieces;
+        const KeyRange& piece = table_pieces[static_cast<std::size_t>(item % pieces)];
         const In& hin = heads[static_cast<std::size_t>(h)].in;
         C* table = key_table.data() + h * per_head;
-        const Index lo = hin.key_position + (item % table_chunks) * table_chunk;
-        const Index hi = std::min(lo + table_chunk, hin.key_position + span);
-        for (const KeyRange& r : ranges)
-          for (Index j = std::max(lo, r.begin); j < std::min(hi, r.end); ++j) {
-            C t[In::key_terms] = {};
-            hin.score.key(hin.key_row(j), hin.d, j, t);
-            for (int q = 0; q < In::key_terms; ++q)
-              table[q * span + (j - hin.key_position)] = t[q];
-          }
+        for (Index j = piece.begin; j < piece.end; ++j) {
+          C t[In::key_terms] = {};
+          hin.score.key(hin.key_row(j), hin.d, j, t);
+          for (int q = 0; q < In::key_terms; ++q)
+            table[q * span + (j - table_first)] = t[q];
+        }
       }
     }
     // Most expensive items first (causal: the last query blocks of every head).

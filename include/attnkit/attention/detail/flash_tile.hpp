@@ -148,10 +148,11 @@ struct FlashInputs {
   MaskLayout mask;
   Score score;
   /// The policy's key terms of every key, computed once per call when
-  /// several query blocks read them (term t of K row r at
-  /// key_table[t * key_table_stride + r]); null: computed tile by tile.
+  /// several query blocks read them (term t of the key at position j at
+  /// key_table[t * key_table_stride + j - key_table_first]); null: computed
+  /// tile by tile.
   const Compute* key_table = nullptr;
-  Index key_table_stride = 0;
+  Index key_table_first = 0, key_table_stride = 0;
 
   const SK* key_row(Index j) const {
     return k + (j - key_position) * ldk;
@@ -248,7 +249,7 @@ EIGEN_STRONG_INLINE void tile_key_terms(const In& in, Index j0, Index nk,
   if constexpr (In::key_terms > 0) {
     if (in.key_table) {  // precomputed for the call: copied (nk values per term)
       for (int q = 0; q < In::key_terms; ++q)
-        std::copy_n(in.key_table + q * in.key_table_stride + (j0 - in.key_position), nk,
+        std::copy_n(in.key_table + q * in.key_table_stride + (j0 - in.key_table_first), nk,
                     ws.kterms.data() + q * ws.block_k);
       return;
     }
