@@ -1,11 +1,15 @@
 // Tests of attnkit/similarity/softcap.hpp: the fused kernel with SoftcapScore
 // against the reference; huge logits saturate at +-cap (no overflow, no NaN);
-// a cap far above every logit is plain dot-product attention; bad cap.
+// a cap far above every logit is plain dot-product attention; bad cap; the
+// packet tanh the policy uses against long-double tanh.
 
 #include "attnkit/similarity/softcap.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -70,6 +74,61 @@ TYPED_TEST(SoftcapTest, AHighCapIsTheDotProduct) {
   const double u = 0.5 * eps<Scalar>(), max_v = static_cast<double>(w.v.cwiseAbs().maxCoeff());
   EXPECT_TRUE(test::matrices_near(capped.output, plain.output,
                                   max_v * u * (4 * (16 + 8) * 20 + 2 * 200) + 1e-9 * max_v));
+}
+
+TYPED_TEST(SoftcapTest, PacketTanhIsWithinItsErrorBound) {
+  using Scalar = TypeParam;
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+  constexpr int P = Eigen::internal::packet_traits<Scalar>::size;
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  // Arguments: a fine grid over [-10, 10] (past the clamp at 7.9988), powers
+  // of two down to 2^-60 and their negatives, the 4e-4 switch, subnormals.
+  std::vector<Scalar> xs;
+  for (int i = -40000; i <= 40000; ++i)
+    xs.push_back(static_cast<Scalar>(i * 2.5e-4));
+  for (int e = -60; e <= 3; ++e)
+    for (const double m : {1.0, 1.37, 1.99})
+      for (const double sign : {1.0, -1.0})
+        xs.push_back(static_cast<Scalar>(sign * m * std::ldexp(1.0, e)));
+  for (const double x : {3.999e-4, 4e-4, 4.001e-4, -4e-4, 7.9988, 7.99882, -7.99882, 1e-40, -1e-42})
+    xs.push_back(static_cast<Scalar>(x));
+  while (xs.size() % P != 0)
+    xs.push_back(Scalar(0.5));
+  std::vector<Scalar> ys(xs.size());
+  for (std::size_t i = 0; i < xs.size(); i += P)
+    Eigen::internal::pstoreu(ys.data() + i,
+                             detail::packet_tanh(Eigen::internal::ploadu<Packet>(xs.data() + i)));
+  // Float (Eigen's rational approximation), relative to |tanh x| (u =
+  // 2^-24): the minimax rational's own error is below 1 u by construction;
+  // Horner's rule rounds 7 times in the numerator and 3 in the denominator,
+  // each step dominated by its positive leading terms, so at most 7 u and
+  // 3 u; x^2 feeds both (2 u); the division 0.5 u: 13.5 u, bounded by 16 u
+  // here, and below 4e-4 x itself. A wrong coefficient or a division by an
+  // estimate left unrefined (2^-12) exceeds it by orders of magnitude.
+  // Double: 1 - 2 / (1 + e^(2|x|)) has absolute error a few u (the exp's
+  // relative error passes through a factor <= 1/2, the division and
+  // subtraction add 1.5 u): 4 u, absolute.
+  const double u = 0.5 * eps<Scalar>();
+  double worst = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const long double t = std::tanh(static_cast<long double>(xs[i]));
+    const double err = static_cast<double>(std::fabs(static_cast<long double>(ys[i]) - t));
+    const double bound = std::is_same_v<Scalar, float> ? 16 * u * static_cast<double>(std::fabs(t)) : 4 * u;
+    EXPECT_LE(err, bound) << "x = " << xs[i];
+    worst = std::max(worst, err / bound);
+  }
+  EXPECT_GT(worst, 0.0);  // the comparison saw rounding (the sweep is not vacuous)
+  // +-inf saturate, NaN stays NaN.
+  std::vector<Scalar> special = {inf, -inf, std::numeric_limits<Scalar>::quiet_NaN()};
+  while (special.size() % P != 0)
+    special.push_back(Scalar(0));
+  std::vector<Scalar> out(special.size());
+  for (std::size_t i = 0; i < special.size(); i += P)
+    Eigen::internal::pstoreu(out.data() + i,
+                             detail::packet_tanh(Eigen::internal::ploadu<Packet>(special.data() + i)));
+  EXPECT_EQ(out[0], Scalar(1));
+  EXPECT_EQ(out[1], Scalar(-1));
+  EXPECT_TRUE(std::isnan(out[2]));
 }
 
 TYPED_TEST(SoftcapTest, BadCapThrows) {
