@@ -53,9 +53,11 @@ EIGEN_STRONG_INLINE Compute packet_dot(const Compute* a, const Stored* b, Index 
 /// 128 floats are 8 KB, a few hundred nanoseconds of streaming).
 inline constexpr Index decode_prefetch_keys = 16;
 
-/// Asks the cache for the bytes [p, p + bytes), one hint per 64-byte line
-/// (a hint: it never faults, whatever the address; a no-op on compilers
-/// without __builtin_prefetch).
+/// Asks the cache for the bytes from p on, one hint per 64 bytes up to p +
+/// bytes (when p is not 64-byte aligned the row's last line is left to the
+/// hardware prefetcher). A hint: it never faults, but p must point into an
+/// object, as every caller's row does. A no-op on compilers without
+/// __builtin_prefetch.
 EIGEN_STRONG_INLINE void prefetch_bytes(const void* p, Index bytes) {
 #if defined(__GNUC__) || defined(__clang__)
   const char* c = static_cast<const char*>(p);
