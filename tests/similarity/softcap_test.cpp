@@ -81,6 +81,17 @@ TYPED_TEST(SoftcapTest, PacketTanhIsWithinItsErrorBound) {
   using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
   constexpr int P = Eigen::internal::packet_traits<Scalar>::size;
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  // packet_tanh over xs, padded to whole packets (the pad is dropped).
+  const auto packet_tanh_of = [](std::vector<Scalar> xs) {
+    const std::size_t n = xs.size();
+    xs.resize((n + P - 1) / P * P, Scalar(0.5));
+    std::vector<Scalar> ys(xs.size());
+    for (std::size_t i = 0; i < xs.size(); i += P)
+      Eigen::internal::pstoreu(ys.data() + i,
+                               detail::packet_tanh(Eigen::internal::ploadu<Packet>(xs.data() + i)));
+    ys.resize(n);
+    return ys;
+  };
   // Arguments: a fine grid over [-10, 10] (past the clamp, at 7.9988 with
   // FMA and 7.9053 without), powers of two down to 2^-60 and their
   // negatives, the 4e-4 switch, and float subnormals.
@@ -94,12 +105,7 @@ TYPED_TEST(SoftcapTest, PacketTanhIsWithinItsErrorBound) {
   for (const double x : {3.999e-4, 4e-4, 4.001e-4, -4e-4, 7.9988, 7.99882, -7.99882, 7.90531, 7.90532,
                          -7.90532, 1e-40, -1e-42})
     xs.push_back(static_cast<Scalar>(x));
-  while (xs.size() % P != 0)
-    xs.push_back(Scalar(0.5));
-  std::vector<Scalar> ys(xs.size());
-  for (std::size_t i = 0; i < xs.size(); i += P)
-    Eigen::internal::pstoreu(ys.data() + i,
-                             detail::packet_tanh(Eigen::internal::ploadu<Packet>(xs.data() + i)));
+  const std::vector<Scalar> ys = packet_tanh_of(xs);
   // Float (Eigen's rational approximation), relative to |tanh x| (u =
   // 2^-24): the rounded ratio of the leading coefficients is 1 - 2.2 u (the
   // approximation's error near 4e-4); Horner's rule rounds 7 times in the
@@ -123,13 +129,7 @@ TYPED_TEST(SoftcapTest, PacketTanhIsWithinItsErrorBound) {
   }
   EXPECT_GT(worst, 0.0);  // the comparison saw rounding (the sweep is not vacuous)
   // +-inf saturate, NaN stays NaN.
-  std::vector<Scalar> special = {inf, -inf, std::numeric_limits<Scalar>::quiet_NaN()};
-  while (special.size() % P != 0)
-    special.push_back(Scalar(0));
-  std::vector<Scalar> out(special.size());
-  for (std::size_t i = 0; i < special.size(); i += P)
-    Eigen::internal::pstoreu(out.data() + i,
-                             detail::packet_tanh(Eigen::internal::ploadu<Packet>(special.data() + i)));
+  const std::vector<Scalar> out = packet_tanh_of({inf, -inf, std::numeric_limits<Scalar>::quiet_NaN()});
   EXPECT_EQ(out[0], Scalar(1));
   EXPECT_EQ(out[1], Scalar(-1));
   EXPECT_TRUE(std::isnan(out[2]));
