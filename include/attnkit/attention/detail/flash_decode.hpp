@@ -169,8 +169,8 @@ void decode_block(const In& in, Index i0, Index i1, const KeyRange* segs, int ns
         // key's value row, which P V reads after the tile's softmax (without
         // it the value stream starts cold in every tile).
         if (j0 + t + decode_prefetch_keys < hi)
-          prefetch_bytes(in.key_row(j0 + t + decode_prefetch_keys), d * Index(sizeof(*krow)));
-        prefetch_bytes(in.value_row(j0 + t), d_v * Index(sizeof(*in.value_row(j0))));
+          prefetch_bytes(in.key_row(j0 + t + decode_prefetch_keys), d * Index(sizeof(typename In::StoredK)));
+        prefetch_bytes(in.value_row(j0 + t), d_v * Index(sizeof(typename In::StoredV)));
         for (Index i = 0; i < rows; ++i)
           if (t < a1[i] || (t >= b0[i] && t < b1[i])) s[i * ldk + t] = packet_dot(qs + i * d, krow, d);
       }
