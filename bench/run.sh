@@ -18,11 +18,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../cmake/debian_deps.sh
 source "$root/cmake/debian_deps.sh"
 
-attnkit_require_packages cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+attnkit_require_packages cmake make ninja-build g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
 attnkit_optional_packages python3-matplotlib  # only for --plot
 
 build="$root/build/release"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
+# shellcheck disable=SC2046  # attnkit_generator's words: -G Ninja, or none
+cmake -S "$root" -B "$build" $(attnkit_generator "$build") -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$(attnkit_jobs)" --target attnkit-eval
 # The quick look: one timed call per setting after the untimed one, unless
 # --repeats says otherwise (compare's own default is 3).

@@ -73,4 +73,13 @@ attnkit_optional_packages() {
 }
 
 # Number of parallel jobs: all cores.
+# attnkit_generator BUILD_DIR: "-G Ninja" for a build directory not configured
+#   yet (Ninja compiles a target's sources while the targets it links are
+#   still being built, where make waits for them, so every core stays busy to
+#   the end of the build); nothing for one configured before (it keeps its
+#   generator) or without ninja.
+attnkit_generator() {
+  if [ ! -f "$1/CMakeCache.txt" ] && command -v ninja >/dev/null 2>&1; then echo "-G Ninja"; fi
+}
+
 attnkit_jobs() { nproc 2>/dev/null || echo 2; }

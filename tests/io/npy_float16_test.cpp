@@ -28,6 +28,7 @@ namespace {
 
 using test::npy_dict;
 using test::npy_file;
+using test::run_python;
 using test::ScratchDir;
 using test::throws_invalid_argument;
 
@@ -470,13 +471,6 @@ TEST(NpyFloat16, DtypeOptionRoundsDoubleToFloatOnceAndRefusesIntegers) {
 }
 
 // --- numpy itself, when installed --------------------------------------------
-
-int run_python(const std::string& args) {
-  const std::string cmd =
-      std::string("'") + ATTNKIT_TEST_PYTHON + "' '" + ATTNKIT_NPY_NUMPY_SCRIPT + "' " + args;
-  const int status = std::system(cmd.c_str());
-  return status == -1 ? -1 : WEXITSTATUS(status);
-}
 
 template <typename T>
 std::vector<decltype(bits_of(T()))> bits_vector(const std::vector<T>& v) {

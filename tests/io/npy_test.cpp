@@ -34,6 +34,7 @@ namespace {
 
 using test::npy_file;
 using test::read_file;
+using test::run_python;
 using test::ScratchDir;
 using test::throws_invalid_argument;
 using test::write_file;
@@ -527,13 +528,6 @@ TEST(NpyReader, EveryTruncationAndExtensionOfAValidFileIsRefused) {
 }
 
 // --- numpy itself, when installed --------------------------------------------
-
-int run_python(const std::string& args) {
-  const std::string cmd =
-      std::string("'") + ATTNKIT_TEST_PYTHON + "' '" + ATTNKIT_NPY_NUMPY_SCRIPT + "' " + args;
-  const int status = std::system(cmd.c_str());
-  return status == -1 ? -1 : WEXITSTATUS(status);
-}
 
 const std::vector<Index> interop_shapes[] = {{7}, {3, 5}, {2, 3, 4}};
 

@@ -4,7 +4,10 @@
 // and attnkit/io/npy.hpp: the bytes are assembled here, independently of the
 // writer under test.
 
+#include <sys/wait.h>
+
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 
 namespace attnkit::test {
@@ -30,5 +33,16 @@ inline std::string npy_file(const std::string& dict, const std::string& data, in
 inline std::string npy_dict(const std::string& descr, const std::string& fortran, const std::string& shape) {
   return "{'descr': " + descr + ", 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
 }
+
+#if defined(ATTNKIT_TEST_PYTHON) && defined(ATTNKIT_NPY_NUMPY_SCRIPT)
+/// Runs tests/io/npy_numpy_check.py with the given arguments under the
+/// Python that has numpy; its exit status (-1 when it could not start).
+inline int run_python(const std::string& args) {
+  const std::string cmd =
+      std::string("'") + ATTNKIT_TEST_PYTHON + "' '" + ATTNKIT_NPY_NUMPY_SCRIPT + "' " + args;
+  const int status = std::system(cmd.c_str());
+  return status == -1 ? -1 : WEXITSTATUS(status);
+}
+#endif
 
 }  // namespace attnkit::test
