@@ -33,15 +33,17 @@ TYPED_TEST(SoftcapTest, FusedKernelMatchesTheDefinition) {
   const double cap = 3.0;
   const auto w = make_llm_like_workload<Scalar>({120, 200, 32, 24}, 9600);
   // tanh has slope <= 1: the dot product's (d + 3) u scale sum |q_c k_c| /
-  // cap error passes through scaled by cap at most, plus tanh's own error
-  // (a few ulp: 4 u of cap) and the rounding of cap log2(e) (u of cap).
+  // cap error passes through scaled by cap at most, plus the scaled tanh's
+  // own error (below 20 u of cap in float, 4.5 u in double:
+  // PacketTanhIsWithinItsErrorBound) and the rounding of cap log2(e) (u of
+  // cap).
   const double u = 0.5 * eps<Scalar>(), scale = 1.0 / std::sqrt(32.0);
   Eigen::VectorXd err(120), arg = Eigen::VectorXd::Constant(120, 2 * cap);
   for (Index i = 0; i < 120; ++i) {
     const double dot =
         (w.q.row(i).template cast<double>().cwiseAbs() * w.k.template cast<double>().cwiseAbs().transpose())
             .maxCoeff();
-    err(i) = u * ((as_double(32) + 3) * scale * dot + 5 * cap);
+    err(i) = u * ((as_double(32) + 3) * scale * dot + 21 * cap);
   }
   EXPECT_TRUE(test::flash_matches_reference(w, SoftcapScore{cap}, err, arg));
 }
@@ -81,20 +83,22 @@ TYPED_TEST(SoftcapTest, PacketTanhIsWithinItsErrorBound) {
   using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
   constexpr int P = Eigen::internal::packet_traits<Scalar>::size;
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-  // packet_tanh over xs, padded to whole packets (the pad is dropped).
-  const auto packet_tanh_of = [](std::vector<Scalar> xs) {
+  // packet_scaled_tanh with scale s over xs, padded to whole packets (the
+  // pad is dropped).
+  const auto packet_tanh_of = [](std::vector<Scalar> xs, double s) {
     const std::size_t n = xs.size();
     xs.resize((n + P - 1) / P * P, Scalar(0.5));
     std::vector<Scalar> ys(xs.size());
+    const detail::ScaledTanh<Scalar> t(s);
     for (std::size_t i = 0; i < xs.size(); i += P)
       Eigen::internal::pstoreu(ys.data() + i,
-                               detail::packet_tanh(Eigen::internal::ploadu<Packet>(xs.data() + i)));
+                               detail::packet_scaled_tanh(Eigen::internal::ploadu<Packet>(xs.data() + i), t));
     ys.resize(n);
     return ys;
   };
-  // Arguments: a fine grid over [-10, 10] (past the clamp, at 7.9988 with
-  // FMA and 7.9053 without), powers of two down to 2^-60 and their
-  // negatives, the 4e-4 switch, and float subnormals.
+  // Arguments: a fine grid over [-10, 10] (past the clamp at 9), powers of
+  // two down to 2^-60 and their negatives, both sides of the clamp, float
+  // subnormals.
   std::vector<Scalar> xs;
   for (int i = -40000; i <= 40000; ++i)
     xs.push_back(static_cast<Scalar>(i * 2.5e-4));
@@ -102,37 +106,53 @@ TYPED_TEST(SoftcapTest, PacketTanhIsWithinItsErrorBound) {
     for (const double m : {1.0, 1.37, 1.99})
       for (const double sign : {1.0, -1.0})
         xs.push_back(static_cast<Scalar>(sign * m * std::ldexp(1.0, e)));
-  for (const double x : {3.999e-4, 4e-4, 4.001e-4, -4e-4, 7.9988, 7.99882, -7.99882, 7.90531, 7.90532,
-                         -7.90532, 1e-40, -1e-42})
+  for (const double x : {8.99999, 9.0, 9.00001, -9.00001, 40.0, -1e30, 1e-40, -1e-42})
     xs.push_back(static_cast<Scalar>(x));
-  const std::vector<Scalar> ys = packet_tanh_of(xs);
-  // Float (Eigen's rational approximation), relative to |tanh x| (u =
-  // 2^-24): the rounded ratio of the leading coefficients is 1 - 2.2 u (the
-  // approximation's error near 4e-4); Horner's rule rounds 7 times in the
-  // numerator and 3 in the denominator with FMA, 13 and 6 without (SSE2:
-  // a product, then a sum), each step dominated by its positive leading
-  // terms; x^2 feeds both (2 u); the division 0.5 u: at most 2.2 + 19 + 2
-  // + 0.5 < 24 u, and below 4e-4 x itself. A wrong coefficient or a
+  // Float, relative to s |tanh x| (u = 2^-24): the rational function with
+  // its float coefficients is within 0.77 u of tanh on [0, 9] in exact
+  // arithmetic (and within 0.6 + 0.5 u beyond the clamp, tanh 9 being
+  // 1 - 0.5 u); Horner's rule rounds 4 times in the numerator and 4 in the
+  // denominator with FMA, 8 and 8 without (a product, then a sum), each
+  // step's sum having nonnegative terms (u each, relative); x^2 rounds (u,
+  // passed on through d log(tanh x / x) / d log x^2 in (-1/2, 0]: u / 2),
+  // x times the numerator (u / 2), the quotient (u / 2); s P's coefficients
+  // each round once (u / 2 on the numerator). At most 1.1 + 16 + 0.5 + 0.5
+  // + 0.5 + 0.5 < 20 u. A wrong coefficient, a dropped Horner step or a
   // division by an unrefined estimate (2^-12 = 4096 u) exceeds it by orders
-  // of magnitude. Double, absolute: 1 - 2 / (1 + e^(2|x|)) with the exp
-  // within 2 u (relative) passes that through a factor < 1 (2 u); the sum
-  // 1 + e rounds (u), the quotient (u / 2), the difference (u / 2, exact
-  // when the quotient is >= 1/2): 4 u.
+  // of magnitude. Double, absolute in units of s: 1 - 2 / (1 + e^(2|x|))
+  // with the exp within 2 u (relative) passes that through a factor < 1
+  // (2 u); the sum 1 + e rounds (u), the quotient (u / 2), the difference
+  // (u / 2, exact when the quotient is >= 1/2), the product by s (u / 2):
+  // 4.5 u.
   const double u = 0.5 * eps<Scalar>();
-  double worst = 0;
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    const long double t = std::tanh(static_cast<long double>(xs[i]));
-    const double err = static_cast<double>(std::fabs(static_cast<long double>(ys[i]) - t));
-    const double bound = std::is_same_v<Scalar, float> ? 24 * u * static_cast<double>(std::fabs(t)) : 4 * u;
-    EXPECT_LE(err, bound) << "x = " << xs[i];
-    if (bound > 0) worst = std::max(worst, err / bound);
+  for (const double s : {1.0, 50.0 * detail::log2e, 1e7}) {
+    const std::vector<Scalar> ys = packet_tanh_of(xs, s);
+    double worst = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const long double t = static_cast<long double>(s) * std::tanh(static_cast<long double>(xs[i]));
+      const double err = static_cast<double>(std::fabs(static_cast<long double>(ys[i]) - t));
+      // (+ the spacing of float subnormals: a product that lands there
+      // rounds absolutely.)
+      const double bound = std::is_same_v<Scalar, float>
+                               ? 20 * u * static_cast<double>(std::fabs(t)) +
+                                     static_cast<double>(std::numeric_limits<float>::denorm_min())
+                               : 4.5 * u * s;
+      EXPECT_LE(err, bound) << "x = " << xs[i] << ", s = " << s;
+      if (bound > 0) worst = std::max(worst, err / bound);
+    }
+    EXPECT_GT(worst, 0.0);  // the comparison saw rounding (the sweep is not vacuous)
+    // +-inf saturate (within the bound of the clamp), NaN stays NaN, -0
+    // stays -0 in float (x times the numerator; double's select gives +0).
+    const std::vector<Scalar> out =
+        packet_tanh_of({inf, -inf, std::numeric_limits<Scalar>::quiet_NaN(), Scalar(-0.0)}, s);
+    EXPECT_NEAR(static_cast<double>(out[0]), s, 2 * u * s);
+    EXPECT_NEAR(static_cast<double>(out[1]), -s, 2 * u * s);
+    EXPECT_TRUE(std::isnan(out[2]));
+    EXPECT_EQ(out[3], Scalar(0));
+    if (std::is_same_v<Scalar, float>) {
+      EXPECT_TRUE(std::signbit(out[3]));
+    }
   }
-  EXPECT_GT(worst, 0.0);  // the comparison saw rounding (the sweep is not vacuous)
-  // +-inf saturate, NaN stays NaN.
-  const std::vector<Scalar> out = packet_tanh_of({inf, -inf, std::numeric_limits<Scalar>::quiet_NaN()});
-  EXPECT_EQ(out[0], Scalar(1));
-  EXPECT_EQ(out[1], Scalar(-1));
-  EXPECT_TRUE(std::isnan(out[2]));
 }
 
 TYPED_TEST(SoftcapTest, BadCapThrows) {
@@ -142,6 +162,16 @@ TYPED_TEST(SoftcapTest, BadCapThrows) {
                                       {"cap = 0"}));
   EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{-1.0}); },
                                       {"cap = -1"}));
+  // Float computes s P(x^2) up to 46 cap log2(e): a cap past 1e35 would
+  // overflow it, and is refused; double takes it.
+  if (std::is_same_v<Scalar, float>) {  // the kernel computes in the inputs' type
+    EXPECT_TRUE(throws_invalid_argument([&] { flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{1e36}); },
+                                        {"cap = 1e+36", "exceeds"}));
+    const auto r = flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{1e35});
+    EXPECT_TRUE(r.output.allFinite());
+  } else {
+    EXPECT_TRUE(flash_attention(w.q, w.k, w.v, {}, {}, SoftcapScore{1e300}).output.allFinite());
+  }
 }
 
 }  // namespace

@@ -8,11 +8,14 @@
 ///
 /// scale from AttentionOptions (1/sqrt(d) by default). The fused kernel
 /// folds scale / cap into the queries and applies cap log2(e) tanh(.) to the
-/// score tile in registers. tanh has derivative <= 1, so each logit is
-/// within the dot product's error plus a few ulp of cap of its definition.
-/// Cost: one tanh (a rational function, ~20 flops) per score.
+/// score tile in registers (detail::packet_scaled_tanh: in float a rational
+/// function with cap log2(e) folded into its numerator, 12 vector operations
+/// and a division per packet). tanh has derivative <= 1, so each logit is
+/// within the dot product's error plus a few ulp of cap of its definition
+/// (6.2 u of cap at most in float; |logit| <= cap (1 + 4 u)).
 
 #include <cmath>
+#include <type_traits>
 
 #include "attnkit/attention/problem.hpp"
 #include "attnkit/detail/check.hpp"
@@ -45,8 +48,8 @@ struct SoftcapScore {
 
   template <typename C>
   struct Kernel {
-    C factor;   // scale / cap
-    C outside;  // cap log2(e)
+    C factor;                     // scale / cap
+    detail::ScaledTanh<C> tanh_;  // cap log2(e) tanh(.)
     C prepare_query(const C* q, Index d, Index, C* q_out, C*) const {
       for (Index c = 0; c < d; ++c)
         q_out[c] = q[c] * factor;
@@ -56,13 +59,23 @@ struct SoftcapScore {
     void key(const S*, Index, Index, C*) const {}
     template <typename Packet>
     Packet transform(const Packet& s, const Packet*, const Packet*) const {
-      return Eigen::internal::pmul(Eigen::internal::pset1<Packet>(outside), detail::packet_tanh(s));
+      return detail::packet_scaled_tanh(s, tanh_);
     }
   };
 
+  /// The largest cap the float kernel takes: s P(x^2) reaches 46 s at the
+  /// clamp (detail::packet_scaled_tanh), with s = cap log2(e); beyond it a
+  /// float logit would overflow. A cap that large changes no float logit.
+  static constexpr double max_float_cap = 1e35;
+
+  /// \throws std::invalid_argument for a float kernel and cap > max_float_cap.
   template <typename C>
   Kernel<C> kernel(const AttentionProblem& pb) const {
-    return {static_cast<C>(pb.scale / cap), static_cast<C>(cap * detail::log2e)};
+    if (std::is_same_v<C, float> && cap > max_float_cap)
+      detail::fail("SoftcapScore: cap = ", cap, " exceeds ", max_float_cap,
+                   ", the largest the float kernel represents (a cap that large changes no float logit: use "
+                   "the dot product)");
+    return {static_cast<C>(pb.scale / cap), detail::ScaledTanh<C>(cap * detail::log2e)};
   }
 };
 

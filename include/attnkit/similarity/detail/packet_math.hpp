@@ -57,22 +57,74 @@ EIGEN_STRONG_INLINE Packet packet_log1p(const Packet& x) {
   return ei::pselect(small, x, ei::pselect(big, u, r));
 }
 
-/// tanh(x), elementwise: Eigen's rational approximation for float packets
-/// (a few ulp; +-1 beyond |x| = 7.9988 with FMA, 7.9053 without), and
-/// 1 - 2 / (1 + e^(2|x|)) with the sign restored otherwise (absolute error a
-/// few ulp, which is what a logit needs). NaN -> NaN.
+/// s tanh(x) for a fixed s > 0, elementwise (the soft-capping transform).
+///
+/// Float: x P(x^2) / Q(x^2) with P and Q of degree 4 in x^2, P(0) = Q(0) = 1
+/// (so the relative accuracy holds down to x -> 0 and -0 stays -0), a
+/// relative-error fit on [0, 9] (Loeb's linearisation with Lawson's
+/// reweighting, evaluated against long-double tanh: at most 0.36 u before
+/// rounding, u = 2^-24), with x clamped to [-9, 9] (tanh 9 = 1 - 0.5 u). s
+/// is folded into P's coefficients, so the whole transform is 2 clamps, a
+/// square, 8 multiply-adds, a product and a division: 12 operations and a
+/// division per packet, against 17 and a division for Eigen's ptanh times s.
+/// Rounding included, within 20 u of s |tanh x| (derived in the test;
+/// measured on a grid of [0, 9]: 5.4 u with FMA, 6.2 u without), about
+/// s (1 - u) at +-inf.
+///
+/// Double: s (1 - 2 / (1 + e^(2|x|))) with the sign restored (absolute error
+/// a few ulp of s, which is what a logit needs; e^(2|x|) overflows to inf
+/// beyond |x| ~ 354, and then tanh = 1). NaN -> NaN for both.
+template <typename Scalar>
+struct ScaledTanh {
+  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>, "float or double");
+  /// Q's coefficients (float), constant term first.
+  static constexpr float q1 = 4.671730101e-01f, q2 = 2.589020319e-02f, q3 = 3.291035828e-04f,
+                         q4 = 7.804707138e-07f;
+  /// The clamp of the argument (float).
+  static constexpr float clamp = 9.0f;
+
+  Scalar scale = 1;
+  float p[5] = {};  ///< s times P's coefficients, each rounded once (float)
+
+  ScaledTanh() : ScaledTanh(1.0) {}
+  explicit ScaledTanh(double s) : scale(static_cast<Scalar>(s)) {
+    const double unit[5] = {1.0, 1.338398010e-01, 3.498994745e-03, 2.066122943e-05, 1.341975775e-08};
+    for (int j = 0; j < 5; ++j)
+      p[j] = static_cast<float>(s * unit[j]);
+  }
+};
+
 template <typename Packet>
-EIGEN_STRONG_INLINE Packet packet_tanh(const Packet& x) {
+EIGEN_STRONG_INLINE Packet packet_scaled_tanh(const Packet& x,
+                                              const ScaledTanh<typename ei::unpacket_traits<Packet>::type>& t) {
   using Scalar = typename ei::unpacket_traits<Packet>::type;
+  using T = ScaledTanh<Scalar>;
   if constexpr (std::is_same_v<Scalar, float>) {
-    return ei::ptanh(x);
+    // pmin then pmax: Eigen's order keeps a NaN in x (the first argument).
+    const Packet xc = ei::pmax(ei::pmin(x, ei::pset1<Packet>(T::clamp)), ei::pset1<Packet>(-T::clamp));
+    const Packet x2 = ei::pmul(xc, xc);
+    Packet num = ei::pmadd(x2, ei::pset1<Packet>(t.p[4]), ei::pset1<Packet>(t.p[3]));
+    num = ei::pmadd(x2, num, ei::pset1<Packet>(t.p[2]));
+    num = ei::pmadd(x2, num, ei::pset1<Packet>(t.p[1]));
+    num = ei::pmadd(x2, num, ei::pset1<Packet>(t.p[0]));
+    Packet den = ei::pmadd(x2, ei::pset1<Packet>(T::q4), ei::pset1<Packet>(T::q3));
+    den = ei::pmadd(x2, den, ei::pset1<Packet>(T::q2));
+    den = ei::pmadd(x2, den, ei::pset1<Packet>(T::q1));
+    den = ei::pmadd(x2, den, ei::pset1<Packet>(1.0f));
+    return ei::pdiv(ei::pmul(xc, num), den);
   } else {
     const Packet one = ei::pset1<Packet>(Scalar(1)), two = ei::pset1<Packet>(Scalar(2));
     const Packet ax = ei::pabs(x);
-    // e^(2|x|) overflows to inf beyond |x| ~ 354: then 2 / inf = 0 and tanh = 1.
-    const Packet t = ei::psub(one, ei::pdiv(two, ei::padd(one, ei::pexp(ei::pmul(two, ax)))));
-    return ei::pselect(ei::pcmp_lt(x, ei::pzero(x)), ei::pnegate(t), t);
+    const Packet th = ei::psub(one, ei::pdiv(two, ei::padd(one, ei::pexp(ei::pmul(two, ax)))));
+    const Packet st = ei::pmul(ei::pset1<Packet>(t.scale), th);
+    return ei::pselect(ei::pcmp_lt(x, ei::pzero(x)), ei::pnegate(st), st);
   }
+}
+
+/// tanh(x), elementwise: packet_scaled_tanh with s = 1 (see there).
+template <typename Packet>
+EIGEN_STRONG_INLINE Packet packet_tanh(const Packet& x) {
+  return packet_scaled_tanh(x, ScaledTanh<typename ei::unpacket_traits<Packet>::type>());
 }
 
 }  // namespace attnkit::detail
