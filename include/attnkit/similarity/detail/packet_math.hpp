@@ -95,8 +95,8 @@ struct ScaledTanh {
 };
 
 template <typename Packet>
-EIGEN_STRONG_INLINE Packet packet_scaled_tanh(const Packet& x,
-                                              const ScaledTanh<typename ei::unpacket_traits<Packet>::type>& t) {
+EIGEN_STRONG_INLINE Packet
+packet_scaled_tanh(const Packet& x, const ScaledTanh<typename ei::unpacket_traits<Packet>::type>& t) {
   using Scalar = typename ei::unpacket_traits<Packet>::type;
   using T = ScaledTanh<Scalar>;
   if constexpr (std::is_same_v<Scalar, float>) {
