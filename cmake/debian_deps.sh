@@ -6,6 +6,8 @@
 # attnkit_optional_packages PKG...: the same for packages attnkit can do
 #   without (a test is skipped with a message without them). As root, installs
 #   those the package index knows; never fails; otherwise prints the line.
+# attnkit_generator BUILD_DIR: the CMake generator options for BUILD_DIR.
+# attnkit_jobs: the number of parallel jobs.
 
 attnkit_apt_updated=0
 
@@ -72,7 +74,6 @@ attnkit_optional_packages() {
   return 0
 }
 
-# Number of parallel jobs: all cores.
 # attnkit_generator BUILD_DIR: "-G Ninja" for a build directory not configured
 #   yet (Ninja compiles a target's sources while the targets it links are
 #   still being built, where make waits for them, so every core stays busy to
@@ -82,4 +83,5 @@ attnkit_generator() {
   if [ ! -f "$1/CMakeCache.txt" ] && command -v ninja >/dev/null 2>&1; then echo "-G Ninja"; fi
 }
 
+# Number of parallel jobs: all cores.
 attnkit_jobs() { nproc 2>/dev/null || echo 2; }

@@ -1,4 +1,4 @@
-// main() of the MPI test binaries: every rank runs every test in the same
+// main() of the MPI test binary: every rank runs every test in the same
 // order (the tests call collectives); rank 0 prints GoogleTest's usual
 // report, the other ranks print only their failures, prefixed with their
 // rank. A test that fails on any rank fails on every rank (MpiTest's
