@@ -45,9 +45,10 @@ options=(-DCMAKE_BUILD_TYPE=Release -DATTNKIT_SANITIZE=OFF -DATTNKIT_BUILD_TESTS
 if [ "$mode" = sanitize ]; then
   # Assertions on (no NDEBUG), -O0 -g1: under the sanitizers -O0 compiles in
   # less than half the time of -O1 (the optimiser's passes over instrumented
-  # code dominate) and runs the tests about 3.6 times slower, which on two
-  # cores costs less than it saves; nothing is optimised away from the
-  # checks, and the reports have line numbers. Not built again here,
+  # code dominate); nothing is optimised away from the checks, and the
+  # reports have line numbers. The three test programs whose runs dominate
+  # the pass (flash_test, approx_test, distributed_mpi_test: 3 to 7 times
+  # slower at -O0) are compiled at -O1 (tests/CMakeLists.txt, OPTIMIZE). Not built again here,
   # because the sanitizers change nothing in them: the benchmark binaries (no
   # test runs them) and the install tests (package.* build Release programs
   # against a fresh install; eval.installed and python.installed check the
