@@ -4,11 +4,15 @@
 
 set(ATTNKIT_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wconversion)
 
-# attnkit_configure_target(<target> [NATIVE])
+# attnkit_configure_target(<target> [NATIVE] [OPTIMIZE])
 #   Warnings (as errors with ATTNKIT_WERROR), sanitizers with ATTNKIT_SANITIZE,
 #   and -march=native with NATIVE when ATTNKIT_NATIVE is on (benchmarks only).
+#   OPTIMIZE: with ATTNKIT_SANITIZE (whose pass compiles at -O0, tests/run.sh)
+#   the target is compiled at -O1, for test programs whose run time at -O0
+#   (3 to 7 times longer under the sanitizers) would cost the pass more than
+#   -O1's compile time.
 function(attnkit_configure_target target)
-  cmake_parse_arguments(ARG "NATIVE" "" "" ${ARGN})
+  cmake_parse_arguments(ARG "NATIVE;OPTIMIZE" "" "" ${ARGN})
   target_compile_options(${target} PRIVATE ${ATTNKIT_WARNING_FLAGS})
   if(ATTNKIT_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
@@ -17,6 +21,9 @@ function(attnkit_configure_target target)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all
                                              -fno-omit-frame-pointer)
     target_link_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all)
+    if(ARG_OPTIMIZE)
+      target_compile_options(${target} PRIVATE -O1)
+    endif()
   endif()
   if(ARG_NATIVE AND ATTNKIT_NATIVE)
     attnkit_target_march_native(${target})
