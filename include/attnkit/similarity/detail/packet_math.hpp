@@ -85,8 +85,8 @@ struct ScaledTanh {
   /// The clamp of the argument (float).
   static constexpr float clamp = 9.0f;
 
-  Scalar scale = 1;
-  float p[5] = {};  ///< s times P's coefficients, each rounded once (float)
+  Scalar scale = 1;  ///< s (the double path multiplies by it)
+  float p[5] = {};   ///< s times P's coefficients, each rounded once (the float path's)
 
   ScaledTanh() : ScaledTanh(1.0) {}
   explicit ScaledTanh(double s) : scale(static_cast<Scalar>(s)) {
