@@ -3,6 +3,11 @@
 # consumers.
 
 set(ATTNKIT_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wconversion)
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  # GoogleTest's TYPED_TEST_SUITE(Suite, Types) leaves its macro's variadic
+  # argument empty, which -Wpedantic reports under clang (not under GCC).
+  list(APPEND ATTNKIT_WARNING_FLAGS -Wno-gnu-zero-variadic-macro-arguments)
+endif()
 
 # attnkit_configure_target(<target> [NATIVE] [OPTIMIZE])
 #   Warnings (as errors with ATTNKIT_WERROR), sanitizers with ATTNKIT_SANITIZE,

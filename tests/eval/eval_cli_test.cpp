@@ -853,8 +853,8 @@ IndexArray read_index_npy(const std::string& path) {
   const std::string bytes = read_file(path);
   EXPECT_GE(bytes.size(), 10u) << path;
   if (bytes.size() < 10) return {};
-  const std::size_t header =
-      static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+  const std::size_t header = static_cast<std::size_t>(static_cast<unsigned char>(bytes[8])) |
+                             (static_cast<std::size_t>(static_cast<unsigned char>(bytes[9])) << 8);
   const std::string dict = bytes.substr(10, header);
   EXPECT_NE(dict.find("'descr': '<i8'"), std::string::npos) << dict;
   IndexArray a;

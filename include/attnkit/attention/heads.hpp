@@ -149,7 +149,10 @@ AttentionResult<typename DQ::Scalar> reference_attention_heads(const Eigen::Matr
                                                                const AttentionOptions& options = {},
                                                                const Policy& policy = {}, int threads = 0) {
   using Scalar = typename DQ::Scalar;
-  const auto [n_q, n_k] = detail::check_heads("reference_attention_heads", q, k, v, heads);
+  // Not a structured binding: the OpenMP region below uses both, and C++17
+  // does not let a parallel region (as a lambda) capture one (clang refuses).
+  const auto dims = detail::check_heads("reference_attention_heads", q, k, v, heads);
+  const Index n_q = dims.first, n_k = dims.second;
   // Validate once on head 0 (every head has the same shapes and options), so
   // no exception escapes the parallel region.
   const AttentionProblem pb = make_attention_problem("reference_attention_heads", q.topRows(n_q),

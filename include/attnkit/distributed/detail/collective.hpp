@@ -159,12 +159,15 @@ class CollectiveCheck {
                                     static_cast<std::int64_t>(local_error_.size())};
     std::vector<std::int64_t> headers(3 * static_cast<std::size_t>(ranks_));
     MPI_Allgather(header, 3, MPI_INT64_T, headers.data(), 3, MPI_INT64_T, comm_);
+    const auto at = [&](int r, int field) {  // rank r's header field
+      return headers[3 * static_cast<std::size_t>(r) + static_cast<std::size_t>(field)];
+    };
     for (int r = 1; r < ranks_; ++r)
-      if (headers[3 * r] != headers[0] || headers[3 * r + 1] != headers[1])
+      if (at(r, 0) != headers[0] || at(r, 1) != headers[1])
         fail(where_, ": rank ", r, " is in a different collective call than rank 0 (every rank must call ",
              where_, " with the same arguments)");
     for (int r = 0; r < ranks_; ++r) {
-      const std::int64_t length = headers[3 * r + 2];
+      const std::int64_t length = at(r, 2);
       if (length == 0) continue;
       std::string message(static_cast<std::size_t>(length), '\0');
       if (r == rank_) message = local_error_;
