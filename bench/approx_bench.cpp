@@ -194,7 +194,11 @@ class Reporter : public benchmark::ConsoleReporter {
         static_cast<long>(kD), g_threads);
     std::printf("%-36s %10s %8s %10s %10s %7s %7s %7s %9s\n", "row", "ms", "speedup", "err/ctr", "bound/ctr",
                 "exact", "summ", "skip", "keys/row");
-    for (const auto& [name, e] : entries_) {
+    for (const auto& entry : entries_) {
+      // Not a structured binding: the lambda below uses e, and clang before
+      // 16 cannot capture one in C++17.
+      const std::string& name = entry.first;
+      const Entry& e = entry.second;
       const std::string prefix = name.substr(0, name.find('/', name.find('/') + 1));  // workload/n
       const auto flash = entries_.find(prefix + "/flash");
       const auto get = [&](const char* key) {

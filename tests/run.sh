@@ -28,22 +28,17 @@ esac
 attnkit_require_packages cmake make ninja-build g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev \
   libopenmpi-dev openmpi-bin pybind11-dev python3-pybind11 python3-dev python3-numpy python3-pytest
 attnkit_optional_packages python3-matplotlib
-# The sanitizer pass compiles with clang (its ASan + UBSan, OpenMP runtime
-# libomp); the release pass with the default c++ (g++ on Debian). Clang also
-# builds the .npy fuzz target (libFuzzer) in the release pass: optional there.
+# The sanitizer pass compiles with clang: Debian's default LLVM version's
+# clang, OpenMP runtime (libomp-dev) and sanitizer runtimes (libclang-rt-dev),
+# required together. The release pass compiles with the default c++ (g++ on
+# Debian); there clang only builds the .npy fuzz target (libFuzzer), optional.
 if [ "$mode" = sanitize ]; then
-  attnkit_require_packages clang libomp-dev
+  attnkit_require_packages clang libomp-dev libclang-rt-dev
 else
   attnkit_optional_packages clang
-fi
-if command -v clang >/dev/null 2>&1; then
-  clang_major=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -n 1)
-  if [ -n "$clang_major" ]; then
-    if [ "$mode" = sanitize ]; then
-      attnkit_require_packages "libclang-rt-$clang_major-dev"
-    else
-      attnkit_optional_packages "libclang-rt-$clang_major-dev"
-    fi
+  if command -v clang >/dev/null 2>&1; then
+    clang_major=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -n 1)
+    if [ -n "$clang_major" ]; then attnkit_optional_packages "libclang-rt-$clang_major-dev"; fi
   fi
 fi
 

@@ -149,8 +149,8 @@ AttentionResult<typename DQ::Scalar> reference_attention_heads(const Eigen::Matr
                                                                const AttentionOptions& options = {},
                                                                const Policy& policy = {}, int threads = 0) {
   using Scalar = typename DQ::Scalar;
-  // Not a structured binding: the OpenMP region below uses both, and C++17
-  // does not let a parallel region (as a lambda) capture one (clang refuses).
+  // Not a structured binding: the OpenMP region below uses both, and clang
+  // cannot capture a structured binding in an OpenMP region.
   const auto dims = detail::check_heads("reference_attention_heads", q, k, v, heads);
   const Index n_q = dims.first, n_k = dims.second;
   // Validate once on head 0 (every head has the same shapes and options), so
