@@ -33,6 +33,9 @@ trap 'rm -f "$tmp"' EXIT
   echo
 } >"$tmp"
 "$@" 2>&1 | tee -a "$tmp"
+# Google Benchmark colours its console output on a terminal; the record keeps
+# the text only.
+sed -i 's/\x1b\[[0-9;]*m//g' "$tmp"
 mv "$tmp" "$out"
 trap - EXIT
 echo "recorded: $out" >&2
