@@ -85,9 +85,12 @@ struct HyperbolicScore {
       ny += y[c] * y[c];
     }
     const T ax = projection(nx), ay = projection(ny);
+    // a x - b y as a (x - y) + (a - b) y: exactly 0 for identical points
+    // whether or not the compiler fuses the products into multiply-adds,
+    // and no cancellation between two rounded products for nearby ones.
     T diff = 0;
     for (Index c = 0; c < d; ++c) {
-      const T e = ax * x[c] - ay * y[c];
+      const T e = ax * (x[c] - y[c]) + (ax - ay) * y[c];
       diff += e * e;
     }
     const T cc = static_cast<T>(curvature);
