@@ -25,6 +25,8 @@ struct ApproxStats {
   Index exact_blocks = 0;
   /// (query group, block) pairs traversed.
   Index traversed_blocks = 0;
+  /// (query group, tree node) pairs whose bounds were evaluated.
+  Index evaluated_nodes = 0;
   /// Rows recomputed exactly over their whole prefix (certified mode, when
   /// the combined bound missed the target), and of those recomputed in
   /// double because the Scalar kernel's own bound missed it too.

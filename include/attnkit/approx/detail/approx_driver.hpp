@@ -13,6 +13,8 @@
 ///  1. near: the kernel on runs of rows sharing F, with the mask;
 ///  2. signatures: each row's most massive node (second-order estimate)
 ///     among the top nodes of the largest block, to group rows by content;
+///     with those nodes' means as a codebook, each row's mass floor (a
+///     Jensen bound of its whole prefix's mass, to steer the allowances);
 ///  3. levels, largest first: each block's rows, in chunks, sorted by
 ///     signature and cut into groups, each group traversing the block
 ///     (group_traversal.hpp). A row uses at most one block per level, so the
@@ -212,6 +214,98 @@ void approx_near(ApproxContext<Scalar>& ctx, RowAccumulator& acc, std::vector<Ap
   });
 }
 
+/// Rows per codeword below which approx_mass_floor is not computed: its
+/// O(n_k W d) assignment must stay small against the O(n_q n_k d) work it
+/// steers (a decode step of one query does without).
+inline constexpr Index approx_floor_rows_per_word = 64;
+
+/// Phase 2b: every row's mass floor (ApproxContext::floor_low). Each key of
+/// the whole blocks [0, max F) goes to its nearest codeword (Euclidean; the
+/// W rows of `words`, original basis); a row's keys [0, F(r)) grouped by
+/// codeword have mass at least sum_w n_w e^{q-hat . mean_w} (Jensen, for any
+/// grouping), which is added to its near part's. Keys are swept in runs of
+/// B_0, rows with that F evaluated after each. O(n_k W d) + O(n_q W d);
+/// memory O(W d) and one index per key.
+template <typename Scalar>
+void approx_mass_floor(ApproxContext<Scalar>& ctx, const RowMatrix<double>& words) {
+  Index fmax = 0;
+  for (const Index f : ctx.far)
+    fmax = std::max(fmax, f);
+  const Index nw = words.rows(), d = ctx.d, b0 = ctx.options->index.block;
+  if (fmax == 0 || nw == 0) return;
+  const Eigen::RowVectorXd w2 = words.rowwise().squaredNorm().transpose();
+  std::vector<Index> word(static_cast<std::size_t>(fmax));
+  const Index chunk = 2048, chunks = (fmax + chunk - 1) / chunk;
+  approx_parallel(chunks, ctx.threads, [&](Index it, int, int) {
+    const Index j0 = it * chunk, j1 = std::min(fmax, j0 + chunk);
+    RowMatrix<double> kc(j1 - j0, d);
+    for (Index j = j0; j < j1; ++j)
+      for (Index c = 0; c < d; ++c)
+        kc(j - j0, c) = static_cast<double>(ctx.k[j * ctx.ldk + c]);
+    Eigen::MatrixXd g;
+    serial_product(g, kc, words.transpose());
+    for (Index j = j0; j < j1; ++j) {
+      Index best = 0;
+      (w2 - 2 * g.row(j - j0)).minCoeff(&best);
+      word[static_cast<std::size_t>(j)] = best;
+    }
+  });
+  // Rows by F.
+  std::vector<Index> order;
+  for (Index r = 0; r < ctx.n_q; ++r)
+    if (ctx.far[static_cast<std::size_t>(r)] > 0) order.push_back(r);
+  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) {
+    return ctx.far[static_cast<std::size_t>(a)] < ctx.far[static_cast<std::size_t>(b)];
+  });
+  RowMatrix<double> sum = RowMatrix<double>::Zero(nw, d);
+  Eigen::VectorXd cnt = Eigen::VectorXd::Zero(nw);
+  std::size_t next = 0;
+  for (Index f = b0; f <= fmax && next < order.size(); f += b0) {
+    for (Index j = f - b0; j < f; ++j) {
+      const Index w = word[static_cast<std::size_t>(j)];
+      cnt(w) += 1;
+      for (Index c = 0; c < d; ++c)
+        sum(w, c) += static_cast<double>(ctx.k[j * ctx.ldk + c]);
+    }
+    std::size_t last = next;
+    while (last < order.size() && ctx.far[static_cast<std::size_t>(order[last])] == f)
+      ++last;
+    if (last == next) continue;
+    std::vector<Index> used;
+    for (Index w = 0; w < nw; ++w)
+      if (cnt(w) > 0) used.push_back(w);
+    const auto nu = static_cast<Index>(used.size());
+    RowMatrix<double> mean(nu, d);
+    Eigen::RowVectorXd logn(nu);
+    for (Index t = 0; t < nu; ++t) {
+      const Index w = used[static_cast<std::size_t>(t)];
+      mean.row(t) = sum.row(w) / cnt(w);
+      logn(t) = std::log(cnt(w));
+    }
+    const Index rows = static_cast<Index>(last - next), part = 256;
+    approx_parallel((rows + part - 1) / part, ctx.threads, [&](Index it, int, int) {
+      const Index a0 = it * part, a1 = std::min(rows, a0 + part);
+      RowMatrix<double> qh(a1 - a0, d);
+      for (Index i = a0; i < a1; ++i) {
+        const Index r = order[next + static_cast<std::size_t>(i)];
+        for (Index c = 0; c < d; ++c)
+          qh(i - a0, c) = ctx.scale * static_cast<double>(ctx.q[r * ctx.ldq + c]);
+      }
+      Eigen::MatrixXd lg;
+      serial_product(lg, qh, mean.transpose());
+      for (Index i = a0; i < a1; ++i) {
+        const Index r = order[next + static_cast<std::size_t>(i)];
+        LogSum ls;
+        ls.add(ctx.floor_low[static_cast<std::size_t>(r)]);
+        for (Index t = 0; t < nu; ++t)
+          ls.add(lg(i - a0, t) + logn(t));
+        ctx.floor_low[static_cast<std::size_t>(r)] = ls.log();
+      }
+    });
+    next = last;
+  }
+}
+
 /// Phase 2: row signatures for grouping. The nodes of `ref` with at most
 /// max(leaf, size / 64) keys whose parent has more form a cut of its tree;
 /// a row picks the cut node with the largest second-order estimate
@@ -273,6 +367,9 @@ void approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& ref,
       ctx.sig[static_cast<std::size_t>(rows[i])] = climbed[static_cast<std::size_t>(best)];
     }
   });
+  // The cut's means are the codebook of the rows' mass floors.
+  if (ctx.n_q >= approx_floor_rows_per_word * nt)
+    approx_mass_floor(ctx, ref.basis.size() > 0 ? RowMatrix<double>(mu * ref.basis.transpose()) : mu);
 }
 
 /// Cuts rows (one chunk of a block's rows), in signature order, into
@@ -628,6 +725,8 @@ void approx_run(ApproxContext<Scalar>& ctx, BlockSource& src, ApproxResult<Scala
   std::vector<ApproxWorkspace<Scalar>> wss(static_cast<std::size_t>(team));
   RowAccumulator acc(ctx.n_q, ctx.d_v, res.bound);
   approx_near(ctx, acc, wss);
+  for (Index r = 0; r < ctx.n_q; ++r)
+    ctx.floor_low[static_cast<std::size_t>(r)] = acc.log_tmin(r);
   approx_levels(ctx, acc, src, wss);
   const std::vector<ApproxRepair> repairs = approx_finalise(ctx, acc, res);
   if (!repairs.empty()) approx_repair(ctx, repairs, res);
@@ -635,6 +734,7 @@ void approx_run(ApproxContext<Scalar>& ctx, BlockSource& src, ApproxResult<Scala
   for (const ApproxWorkspace<Scalar>& ws : wss) {
     st.exact_blocks += ws.stats.exact_blocks;
     st.traversed_blocks += ws.stats.traversed_blocks;
+    st.evaluated_nodes += ws.stats.evaluated_nodes;
   }
   st.exact_keys = ctx.counts.col(0).sum();
   st.summarised_keys = ctx.counts.col(1).sum();

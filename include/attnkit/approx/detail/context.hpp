@@ -52,6 +52,13 @@ struct ApproxContext {
   /// blocks not yet traversed.
   std::vector<LogSum> spent;
   std::vector<Index> far_left;
+  /// Per row: an estimate from below of log T, its total mass (the exact
+  /// near part plus a Jensen bound of its whole blocks over a codebook,
+  /// approx_mass_floor in approx_driver.hpp), -inf if none. It only steers
+  /// the traversal's allowances (a block's share of eps T is then set
+  /// against the row's whole mass, not against the part found so far); every
+  /// reported bound comes from the parts themselves.
+  std::vector<double> floor_low;
   /// Certified mode: the probe found no structure (approx_driver.hpp); every
   /// row is then computed by the kernel over its whole prefix.
   bool unstructured = false;
@@ -61,7 +68,7 @@ struct ApproxContext {
 /// one column per query of the group: their bounds (node_bounds.hpp), the
 /// cost of closing them and, once closed, each query's choice (1 = skip).
 struct EntryTable {
-  enum Column { lo, hi, est, delta, vt, cskip, csumm, skip, columns };
+  enum Column { lo, hi, est, delta, vt, vs, cskip, csumm, skip, columns };
   RowMatrix<double> col[columns];
   Index size = 0;
   void clear(Index m) {

@@ -87,6 +87,7 @@ void load_group(const ApproxContext<Scalar>& ctx, const KeyBlock* block, const s
   g.norm.resize(m);
   for (Index i = 0; i < m; ++i)
     g.norm(i) = ctx.qnorm[static_cast<std::size_t>(rows[static_cast<std::size_t>(i)])];
+  g.qtnorm = g.qt.rowwise().norm() * (1 + 1e-12);
 }
 
 /// Folds an exact result (ws.out, ws.lse over n_keys keys with the given
@@ -159,8 +160,8 @@ void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock
   const auto m = static_cast<Index>(rows.size());
   const Index d_v = ctx.d_v;
   EntryTable& t = ws.entries;
-  Eigen::ArrayXXd lo(k, m), hi(k, m), est(k, m), err(k, m), vt(k, m), skip(k, m);
-  RowMatrix<double> vmean(k, d_v), range(k, d_v), slack(k, d_v);
+  Eigen::ArrayXXd lo(k, m), hi(k, m), est(k, m), err(k, m), vt(k, m), vs(k, m), skip(k, m);
+  RowMatrix<double> vmean(k, d_v), range(k, d_v), vsd(k, d_v), slack(k, d_v);
   Eigen::ArrayXd count(k);
   for (Index j = 0; j < k; ++j) {
     const Index e = closed[static_cast<std::size_t>(j)], g = node[static_cast<std::size_t>(e)];
@@ -169,12 +170,14 @@ void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock
     est.row(j) = t(EntryTable::est, e).array();
     err.row(j) = t(EntryTable::delta, e).array();  // delta for now
     vt.row(j) = t(EntryTable::vt, e).array();
+    vs.row(j) = t(EntryTable::vs, e).array();
     skip.row(j) = t(EntryTable::skip, e).array();
     count(j) = b.count(g);
     for (Index c = 0; c < d_v; ++c) {
       const double vlo = b.vstat(g, d_v + c), vhi = b.vstat(g, 2 * d_v + c);
       vmean(j, c) = b.vstat(g, c);
       range(j, c) = vhi - vlo;
+      vsd(j, c) = b.vstat(g, 3 * d_v + c);
       slack(j, c) = 2 * (count(j) + 2) * u * std::max(std::fabs(vlo), std::fabs(vhi));
     }
   }
@@ -187,7 +190,8 @@ void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock
       skip.col(i).setZero();
     }
   // Mass error: U for a skipped node, S~ (e^delta - 1) for a summarised one.
-  err = (skip > 0).select(hi, est + expm1_upper(err).log());
+  const Eigen::ArrayXXd summ_err = est + expm1_upper(err).log();  // vectorised before the select
+  err = (skip > 0).select(hi, summ_err);
   const Eigen::ArrayXXd sest = (skip > 0).select(Eigen::ArrayXXd::Constant(k, m, -inf), est);
   const Eigen::ArrayXd lo_tot = colwise_log_sum(lo), hi_tot = colwise_log_sum(hi),
                        err_tot = colwise_log_sum(err);
@@ -197,8 +201,15 @@ void fold_closed(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBlock
   const Eigen::ArrayXd wsum = ws.weights.colwise().sum().transpose().array();
   RowMatrix<double> o(m, d_v), xi(m, d_v);
   serial_product(o, ws.weights.transpose(), vmean);
-  ws.gathered = (ws.weights.array() * vt).matrix();
-  serial_product(xi, ws.gathered.transpose(), range);
+  // Per node, the smaller of its two value bounds (range tanh(W / 4) and
+  // sd sigma (e^b - 1) / b, node_bounds.hpp), weighted.
+  xi.setZero();
+  for (Index j = 0; j < k; ++j)
+    for (Index i = 0; i < m; ++i) {
+      const double wji = ws.weights(j, i);
+      if (!(wji > 0)) continue;
+      xi.row(i) += (wji * vt(j, i) * range.row(j)).cwiseMin(wji * vs(j, i) * vsd.row(j));
+    }
   serial_product_add(xi, ws.weights.transpose(), slack);
   const Eigen::ArrayXd summ_keys = ((1 - skip).matrix().transpose() * count.matrix()).array();
   const Eigen::ArrayXd skip_keys = (skip.matrix().transpose() * count.matrix()).array();
@@ -253,7 +264,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
   // Per row: bounds settled so far (the folded parts, then this block's
   // closed and opened entries), the budget spent before this block and this
   // block's share of the keys not yet traversed.
-  Eigen::ArrayXd settled_lo(m), settled_hi(m), spent(m), block_share(m), logfar(m);
+  Eigen::ArrayXd settled_lo(m), settled_hi(m), spent(m), block_share(m), logfar(m), floor(m);
   for (Index i = 0; i < m; ++i) {
     const Index r = rows[static_cast<std::size_t>(i)];
     const auto ri = static_cast<std::size_t>(r);
@@ -262,11 +273,14 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     spent(i) = ctx.spent[ri].log();
     block_share(i) = std::log(static_cast<double>(b.size) / static_cast<double>(ctx.far_left[ri]));
     logfar(i) = std::log(static_cast<double>(ctx.far[ri]));
+    floor(i) = ctx.floor_low[ri];
   }
   const double log_eps = std::log(approx_eps_share * opt.eps);
   Eigen::ArrayXd used = Eigen::ArrayXd::Constant(m, -inf), allow(m), rest(m), tup(m);
 
-  enum State : int { pending = 0, expanded = 1, opened = 2, closed = 3 };
+  // deferred: to be opened unless it can be closed once the rest of the
+  // block is settled (and its share of the allowance has grown).
+  enum State : int { pending = 0, expanded = 1, opened = 2, closed = 3, deferred = 4 };
   EntryTable& t = ws.entries;
   t.clear(m);
   std::vector<Index> node;
@@ -276,6 +290,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
   const auto evaluate = [&](const std::vector<Index>& batch) {
     const auto nb = static_cast<Index>(batch.size());
     evaluate_nodes(b, ws.gq, batch.data(), nb, ctx.rule, ws.scratch, ws.bounds);
+    ws.stats.evaluated_nodes += nb;
     t.grow(nb, m);
     const NodeBatchBounds& nbb = ws.bounds;
     for (Index j = 0; j < nb; ++j) {
@@ -287,6 +302,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
       t(EntryTable::est, e) = nbb.est.col(j).transpose().matrix();
       t(EntryTable::delta, e) = nbb.delta.col(j).transpose().matrix();
       t(EntryTable::vt, e) = nbb.vt.col(j).transpose().matrix();
+      t(EntryTable::vs, e) = nbb.vs.col(j).transpose().matrix();
       t(EntryTable::cskip, e) = nbb.cskip.col(j).transpose().matrix();
       t(EntryTable::csumm, e) = nbb.csumm.col(j).transpose().matrix();
       t(EntryTable::skip, e).setZero();
@@ -304,14 +320,15 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
   const auto update = [&] {
     std::vector<Index> pend;
     for (std::size_t e = 0; e < node.size(); ++e)
-      if (state[e] == pending) pend.push_back(static_cast<Index>(e));
+      if (state[e] == pending || state[e] == deferred) pend.push_back(static_cast<Index>(e));
     RowMatrix<double> plo(static_cast<Index>(pend.size()), m), phi(static_cast<Index>(pend.size()), m);
     for (std::size_t j = 0; j < pend.size(); ++j) {
       plo.row(static_cast<Index>(j)) = t(EntryTable::lo, pend[j]);
       phi.row(static_cast<Index>(j)) = t(EntryTable::hi, pend[j]);
     }
-    const Eigen::ArrayXd tlow = log_add(settled_lo, colwise_log_sum(plo));
-    tup = log_add(settled_hi, colwise_log_sum(phi));
+    // Not below the row's mass floor: later blocks' mass counts too.
+    const Eigen::ArrayXd tlow = log_add(settled_lo, colwise_log_sum(plo)).max(floor);
+    tup = log_add(settled_hi, colwise_log_sum(phi)).max(floor);
     allow = log_sub(tlow + log_eps, spent) + block_share;
     update_rest();
   };
@@ -350,6 +367,28 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     return (cost(e) > log_eps + tup + logn - logfar).any();
   };
 
+  // Entry e's bounds again with the exact variances of its node's keys'
+  // logits (node_bounds.hpp); false if the node keeps no covariance.
+  const auto refine = [&](Index e) {
+    Index g = node[static_cast<std::size_t>(e)];
+    const Eigen::MatrixXd& cov = b.cov[static_cast<std::size_t>(g)];
+    if (cov.size() == 0) return false;
+    RowMatrix<double> y;
+    serial_product(y, ws.gq.qt, cov);
+    const Eigen::ArrayXXd quad = (y.array() * ws.gq.qt.array()).rowwise().sum();
+    evaluate_nodes(b, ws.gq, &g, 1, ctx.rule, ws.scratch, ws.bounds, &quad);
+    const NodeBatchBounds& nbb = ws.bounds;
+    t(EntryTable::lo, e) = nbb.lo.col(0).transpose().matrix();
+    t(EntryTable::hi, e) = nbb.hi.col(0).transpose().matrix();
+    t(EntryTable::est, e) = nbb.est.col(0).transpose().matrix();
+    t(EntryTable::delta, e) = nbb.delta.col(0).transpose().matrix();
+    t(EntryTable::vt, e) = nbb.vt.col(0).transpose().matrix();
+    t(EntryTable::vs, e) = nbb.vs.col(0).transpose().matrix();
+    t(EntryTable::cskip, e) = nbb.cskip.col(0).transpose().matrix();
+    t(EntryTable::csumm, e) = nbb.csumm.col(0).transpose().matrix();
+    return true;
+  };
+
   bool fallback = false;
   evaluate({0});
   update();
@@ -373,11 +412,14 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
         if (depth >= approx_probe_depth && (b.node_count(g) << approx_probe_depth) <= b.size && hopeless(e))
           live += b.node_count(g);
         // A leaf, or a tight node (every key's weight within e^3 of the
-        // others') that some row cannot afford to close: its keys carry that
-        // row's mass, and so would its children's. Opened whole.
+        // others') that some row cannot afford to close: deferred until the
+        // rest of the block is settled (its share of the allowance has
+        // grown by then); a leaf or a hopeless one is then opened whole if
+        // it still cannot be closed (its keys carry that row's mass, and so
+        // would its children's), another descended.
         const bool tight = (t(EntryTable::hi, e) - t(EntryTable::lo, e)).maxCoeff() <= approx_tight_spread;
-        if (b.is_leaf(g) || (tight && hopeless(e))) {
-          open(e);
+        if (b.is_leaf(g) || tight) {
+          state[static_cast<std::size_t>(e)] = deferred;
         } else {
           state[static_cast<std::size_t>(e)] = expanded;
           const Index l = b.node_child[static_cast<std::size_t>(g)];
@@ -386,11 +428,36 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
         }
       }
       for (std::size_t e = 0; e < node.size(); ++e)
-        if (state[e] == opened && std::find(fresh.begin(), fresh.end(), static_cast<Index>(e)) == fresh.end())
+        if (state[e] == deferred &&
+            std::find(fresh.begin(), fresh.end(), static_cast<Index>(e)) == fresh.end())
           live += b.node_count(node[e]);
       // Most keys certain to be opened: the kernel on the whole block is cheaper.
       if (depth >= approx_probe_depth && live * 10 > b.size * 7) fallback = true;
-      if (fallback || batch.empty()) break;
+      if (fallback) break;
+      if (batch.empty()) {
+        // The deferred nodes, cheapest first, with what the rest left.
+        update();
+        std::vector<std::pair<double, Index>> later;
+        for (std::size_t e = 0; e < node.size(); ++e)
+          if (state[e] == deferred)
+            later.emplace_back(cost(static_cast<Index>(e)).maxCoeff() - std::log(b.count(node[e])),
+                               static_cast<Index>(e));
+        std::sort(later.begin(), later.end());
+        for (const auto& [c, e] : later) {
+          (void)c;
+          if (try_close(e, false) || (refine(e) && try_close(e, false))) continue;
+          const Index g = node[static_cast<std::size_t>(e)];
+          if (b.is_leaf(g) || hopeless(e)) {
+            open(e);
+          } else {
+            state[static_cast<std::size_t>(e)] = expanded;
+            const Index l = b.node_child[static_cast<std::size_t>(g)];
+            batch.push_back(l);
+            batch.push_back(l + 1);
+          }
+        }
+        if (batch.empty()) break;
+      }
       fresh.clear();
       const Index e0 = t.size;
       evaluate(batch);

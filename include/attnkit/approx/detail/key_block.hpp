@@ -20,20 +20,30 @@
 ///    rsd_g >= max_j sqrt(sum_c (x_jc - mu_gc)^2 / var_gc) (axes with
 ///    var = 0 on which every key sits at the centroid are left out; +inf if a
 ///    key is off it);
+///  - for nodes of at least approx_cov_min keys, the keys' covariance
+///    matrix Sigma_g = mean_j (x_j - mu_g)(x_j - mu_g)^T as computed in
+///    double, so that the variance q~^T Sigma_g q~ of any query's logits over
+///    the node is known (node_bounds.hpp says to what accuracy);
 ///  - kmax_g >= max_j |k_j| (Euclidean, original basis);
-///  - the mean, minimum and maximum of every value column (min/max NaN if a
-///    value is NaN), and rho_g = max_c (max - min)_gc / max_j |v_jc| over the
-///    whole block (NaN columns ignored): how large the node's value range is
+///  - the mean, minimum, maximum and standard deviation of every value
+///    column (min/max/sd NaN if a value is NaN), rho_g = max_c (max - min)_gc
+///    / max_j |v_jc| and rho_sd_g = max_c sd_gc / max_j |v_jc| over the whole
+///    block (NaN columns ignored): how large the node's value spread is
 ///    against the values any query of the block sees.
-/// Radii, half-widths, variances and kmax are rounded upwards (a relative
-/// 1e-9 covers the double arithmetic that formed them); the mean is the
-/// rounded mean, whose error the bounds add as slack
+/// Radii, half-widths, variances and kmax are rounded upwards (a
+/// relative 1e-9 covers the double arithmetic that formed them); the mean is
+/// the rounded mean, whose error the bounds add as slack
 /// (approx/detail/node_bounds.hpp).
 ///
-/// Cost: O(size d^2) for the basis (two products), O(size d depth) for the
-/// radii, O(size (d + d_v)) for the other summaries; memory after the build:
-/// nodes (about 2 size / leaf) x (5 d + 3 d_v + 6) doubles, the perm
-/// (size indices) and R (d^2).
+/// Cost: O(size d^2) for the basis (two products) and for the covariances
+/// (formed from the keys of the nodes of at most approx_cov_base keys, each
+/// key at most twice, merged upwards in O(d^2) per node), O(size d depth)
+/// for the radii and
+/// O(size (d log size)) for the splits, O(size (d + d_v)) for the other
+/// summaries; memory after the build: nodes (about 2 size / leaf) x
+/// (5 d + 4 d_v + 7) doubles, d^2 doubles per node of at least
+/// approx_cov_min keys (at most 2 size / approx_cov_min nodes: about
+/// size d^2 / 64 doubles in all), the perm (size indices) and R (d^2).
 
 #include <algorithm>
 #include <cmath>
@@ -79,9 +89,13 @@ struct KeyBlock {
 
   /// nodes x 5d: [mu | box centre | box half-width | sd | var] (block basis).
   RowMatrix<double> geom;
-  /// nodes x 3 d_v: [mean | min | max] of the values.
+  /// nodes x 4 d_v: [mean | min | max | sd] of the values.
   RowMatrix<double> vstat;
-  Eigen::VectorXd count, radius, rsd, trace, kmax, rho;
+  Eigen::VectorXd count, radius, rsd, trace, kmax, rho, rho_sd;
+  /// The keys' covariance Sigma_g (d x d, block basis, as computed in
+  /// double) of every node of at least approx_cov_min keys; empty for the
+  /// others.
+  std::vector<Eigen::MatrixXd> cov;
   /// d x d orthonormal basis (column c = axis c); empty = identity.
   RowMatrix<double> basis;
   /// ||R^T R - I||_F, an upper bound of the basis' departure from orthonormal.
@@ -94,25 +108,31 @@ struct KeyBlock {
   }
   std::size_t bytes() const {
     const auto n = static_cast<std::size_t>(nodes());
+    std::size_t covs = 0;
+    for (const Eigen::MatrixXd& c : cov)
+      covs += static_cast<std::size_t>(c.size());
     return sizeof(double) * static_cast<std::size_t>(geom.size() + vstat.size() + basis.size()) +
-           sizeof(double) * 6 * n + sizeof(Index) * (perm.size() + 4 * n);
+           sizeof(double) * (8 * n + covs) + sizeof(Index) * (perm.size() + 4 * n);
   }
 };
 
-/// Splits the keys local[lo, hi) (rows of x) in two, reordering them so the
-/// first part comes first; returns where the second part starts. Two-means
+/// Splits the keys of rows [lo, hi) of x (their block indices in local) in
+/// two, reordering both so that the first part comes first; returns where
+/// the second part starts. Two-means
 /// on up to 64 evenly spaced keys (seeds: a farthest pair, two Lloyd
-/// steps) gives a direction w = c_2 - c_1; the keys split at the midpoint of
-/// the two centres along w when each side keeps at least an eighth of them
-/// (a gap between groups of keys is not cut), else at the median along w.
-/// Identical keys split at the middle.
-inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, Index lo, Index hi,
+/// steps) gives a direction w = c_2 - c_1; along w the keys split at the
+/// widest gap among the central three quarters of them when it is at least
+/// 4 times their mean spacing there (groups of keys are not cut), else at
+/// the midpoint of the two centres when each side keeps at least an eighth
+/// of them, else at the median. Identical keys split at the middle.
+/// O(n log n + n d), on contiguous rows.
+inline Index split_keys(RowMatrix<double>& x, std::vector<Index>& local, Index lo, Index hi,
                         std::vector<std::pair<double, Index>>& proj) {
   const Index n = hi - lo, d = x.cols();
   const Index samples = std::min<Index>(n, 64);
   RowMatrix<double> s(samples, d);
   for (Index t = 0; t < samples; ++t)
-    s.row(t) = x.row(local[static_cast<std::size_t>(lo + t * n / samples)]);
+    s.row(t) = x.row(lo + t * n / samples);
   Index i1 = 0, i2 = 0;
   (s.rowwise() - s.row(0)).rowwise().squaredNorm().maxCoeff(&i1);
   (s.rowwise() - s.row(i1)).rowwise().squaredNorm().maxCoeff(&i2);
@@ -136,9 +156,46 @@ inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, I
   const Eigen::RowVectorXd w = c2 - c1;
   if (!(w.squaredNorm() > 0)) return lo + n / 2;
   proj.resize(static_cast<std::size_t>(n));
-  for (Index t = 0; t < n; ++t) {
-    const Index j = local[static_cast<std::size_t>(lo + t)];
-    proj[static_cast<std::size_t>(t)] = {x.row(j).dot(w), j};
+  {
+    const Eigen::VectorXd along = x.middleRows(lo, n) * w.transpose();
+    for (Index t = 0; t < n; ++t)
+      proj[static_cast<std::size_t>(t)] = {along(t), t};
+  }
+  // Rows (and their indices) in the order of proj.
+  const auto reorder = [&] {
+    RowMatrix<double> rows(n, d);
+    std::vector<Index> idx(static_cast<std::size_t>(n));
+    for (Index t = 0; t < n; ++t) {
+      const Index from = proj[static_cast<std::size_t>(t)].second;
+      rows.row(t) = x.row(lo + from);
+      idx[static_cast<std::size_t>(t)] = local[static_cast<std::size_t>(lo + from)];
+    }
+    x.middleRows(lo, n) = rows;
+    std::copy(idx.begin(), idx.end(), local.begin() + lo);
+  };
+  // A pronounced gap among the central three quarters of the projections
+  // (at least 4 times their mean spacing there) is where groups of keys
+  // part: cut at the widest one.
+  if (n >= 16) {
+    std::sort(proj.begin(), proj.end());
+    const Index a = n / 8, z = n - n / 8;
+    const double spacing =
+        (proj[static_cast<std::size_t>(z - 1)].first - proj[static_cast<std::size_t>(a)].first) /
+        static_cast<double>(z - 1 - a);
+    Index best = -1;
+    double widest = 0;
+    for (Index t = a + 1; t < z; ++t) {
+      const double gap =
+          proj[static_cast<std::size_t>(t)].first - proj[static_cast<std::size_t>(t - 1)].first;
+      if (gap > widest) {
+        widest = gap;
+        best = t;
+      }
+    }
+    if (best > 0 && widest > 4 * spacing) {
+      reorder();
+      return lo + best;
+    }
   }
   const double cut = 0.5 * (c1.dot(w) + c2.dot(w));
   Index left = 0;
@@ -153,10 +210,17 @@ inline Index split_keys(const RowMatrix<double>& x, std::vector<Index>& local, I
     mid = n / 2;
     std::nth_element(proj.begin(), proj.begin() + mid, proj.end());
   }
-  for (Index t = 0; t < n; ++t)
-    local[static_cast<std::size_t>(lo + t)] = proj[static_cast<std::size_t>(t)].second;
+  reorder();
   return lo + mid;
 }
+
+/// Nodes of at most approx_cov_base keys whose parent has more, or of at
+/// least approx_cov_min, form their covariance from their keys; larger ones
+/// merge their children's:
+/// Sigma_p = sum_i (n_i / n_p) (Sigma_i + delta_i delta_i^T), delta_i =
+/// mu_i - mu_p. Those of fewer than approx_cov_min keys do not keep it.
+inline constexpr Index approx_cov_base = 256;
+inline constexpr Index approx_cov_min = 128;
 
 /// Builds the block of positions [begin, begin + size) of row-major K
 /// (row stride ldk) and V (stride ldv). `threads` > 1 runs the per-node
@@ -220,15 +284,18 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
       b.node_child.push_back(-1);
     }
   }
+  // The splits leave x in leaf order: every node's keys are contiguous rows
+  // (row t is the key of block index local[t]).
   const Index nodes = b.nodes();
   b.geom.setZero(nodes, 5 * d);
-  b.vstat.setZero(nodes, 3 * d_v);
+  b.vstat.setZero(nodes, 4 * d_v);
   b.count.resize(nodes);
   b.radius.resize(nodes);
   b.rsd.resize(nodes);
   b.trace.resize(nodes);
   b.kmax.resize(nodes);
   b.rho.resize(nodes);
+  b.rho_sd.resize(nodes);
 
   // Leaf summaries from the keys; lo/hi of the box kept in the centre and
   // half-width columns until the box is finalised.
@@ -242,6 +309,7 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
     auto vmean = b.vstat.row(g).segment(0, d_v);
     auto vmin = b.vstat.row(g).segment(d_v, d_v);
     auto vmax = b.vstat.row(g).segment(2 * d_v, d_v);
+    auto vvar = b.vstat.row(g).segment(3 * d_v, d_v);
     mu.setZero();
     bmin.setConstant(inf);
     bmax.setConstant(-inf);
@@ -252,7 +320,7 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
     for (Index t = lo; t < hi; ++t) {
       const Index j = local[static_cast<std::size_t>(t)];
       for (Index c = 0; c < d; ++c) {
-        const double val = x(j, c);
+        const double val = x(t, c);
         mu(c) += val;
         bmin(c) = std::min(bmin(c), val);
         bmax(c) = std::max(bmax(c), val);
@@ -270,13 +338,21 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
     vmean /= n;
     var.setZero();
     for (Index t = lo; t < hi; ++t) {
-      const Index j = local[static_cast<std::size_t>(t)];
       for (Index c = 0; c < d; ++c) {
-        const double dev = x(j, c) - mu(c);
+        const double dev = x(t, c) - mu(c);
         var(c) += dev * dev;
       }
     }
     var /= n;
+    vvar.setZero();
+    for (Index t = lo; t < hi; ++t) {
+      const Scalar* vr = v + (begin + local[static_cast<std::size_t>(t)]) * ldv;
+      for (Index c = 0; c < d_v; ++c) {
+        const double dev = static_cast<double>(vr[c]) - vmean(c);
+        vvar(c) += dev * dev;
+      }
+    }
+    vvar /= n;
     b.count(g) = n;
     b.kmax(g) = km;
   };
@@ -296,7 +372,12 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
                              n;
     }
     for (Index c = 0; c < d_v; ++c) {
-      b.vstat(g, c) = (nl * b.vstat(l, c) + nr * b.vstat(r, c)) / n;
+      const double ml = b.vstat(l, c), mr = b.vstat(r, c);
+      const double m = (nl * ml + nr * mr) / n;
+      b.vstat(g, c) = m;
+      b.vstat(g, 3 * d_v + c) = (nl * (b.vstat(l, 3 * d_v + c) + (ml - m) * (ml - m)) +
+                                 nr * (b.vstat(r, 3 * d_v + c) + (mr - m) * (mr - m))) /
+                                n;
       b.vstat(g, d_v + c) = nan_min(b.vstat(l, d_v + c), b.vstat(r, d_v + c));
       b.vstat(g, 2 * d_v + c) = nan_max(b.vstat(l, 2 * d_v + c), b.vstat(r, 2 * d_v + c));
     }
@@ -335,15 +416,11 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
       inv_var(c) = var(c) > 0 ? 1.0 / var(c) : 0.0;
       on_axis(c) = var(c) > 0 ? 0.0 : 1.0;
     }
-    double r2 = 0, m2 = 0, off = 0;
-    const Index lo = b.node_begin[static_cast<std::size_t>(g)], hi = b.node_end[static_cast<std::size_t>(g)];
-    Eigen::RowVectorXd dev2(d);
-    for (Index t = lo; t < hi; ++t) {
-      dev2 = (x.row(local[static_cast<std::size_t>(t)]) - mu).array().square().matrix();
-      r2 = std::max(r2, dev2.sum());
-      m2 = std::max(m2, dev2.dot(inv_var));
-      off = std::max(off, dev2.dot(on_axis));
-    }
+    const Index lo = b.node_begin[static_cast<std::size_t>(g)], cnt = b.node_count(g);
+    const RowMatrix<double> dev2 = (x.middleRows(lo, cnt).rowwise() - mu).array().square().matrix();
+    const double r2 = dev2.rowwise().sum().maxCoeff();
+    const double m2 = (dev2 * inv_var.transpose()).maxCoeff();
+    const double off = (dev2 * on_axis.transpose()).maxCoeff();
     const bool off_axis = off > 0;
     b.radius(g) = inflate(std::sqrt(r2));
     b.rsd(g) = off_axis ? inf : inflate(std::sqrt(m2));
@@ -356,17 +433,74 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
     for (Index g = 0; g < nodes; ++g)
       finalise(g);
   }
-  // Value range against the block's largest |v| per column.
+  // The covariances of the nodes of at least approx_cov_min keys.
+  std::vector<Index> parent(static_cast<std::size_t>(nodes), -1);
+  for (Index g = 0; g < nodes; ++g)
+    if (!b.is_leaf(g)) {
+      const Index l = b.node_child[static_cast<std::size_t>(g)];
+      parent[static_cast<std::size_t>(l)] = parent[static_cast<std::size_t>(l + 1)] = g;
+    }
+  {
+    // From the keys: the base nodes (at most approx_cov_base keys, parent
+    // larger or at least approx_cov_min keys); merged upwards above them.
+    std::vector<Eigen::MatrixXd>& cov = b.cov;
+    cov.assign(static_cast<std::size_t>(nodes), Eigen::MatrixXd());
+    std::vector<Index> base, above;
+    for (Index g = 0; g < nodes; ++g) {
+      const Index p = parent[static_cast<std::size_t>(g)];
+      if (b.node_count(g) > approx_cov_base && !b.is_leaf(g))
+        above.push_back(g);
+      else if (p < 0 || b.node_count(p) > approx_cov_base || b.node_count(g) >= approx_cov_min)
+        base.push_back(g);
+    }
+    const auto nbase = static_cast<Index>(base.size());
+    const int team = threads > 1 ? threads : 1;
+    (void)team;
+    ATTNKIT_PRAGMA(omp parallel for schedule(dynamic, 4) num_threads(team) if (team > 1))
+    for (Index t = 0; t < nbase; ++t) {
+      const Index g = base[static_cast<std::size_t>(t)];
+      const Index lo = b.node_begin[static_cast<std::size_t>(g)], n = b.node_count(g);
+      const RowMatrix<double> dev = x.middleRows(lo, n).rowwise() - b.geom.row(g).segment(0, d);
+      Eigen::MatrixXd& cg = cov[static_cast<std::size_t>(g)];
+      cg.resize(d, d);
+      serial_product(cg, dev.transpose(), dev);
+      cg /= static_cast<double>(n);
+      // A small one is kept until its parent merges it.
+      if (n < approx_cov_min && parent[static_cast<std::size_t>(g)] < 0) cg = Eigen::MatrixXd();
+    }
+    for (auto it = above.rbegin(); it != above.rend(); ++it) {
+      const Index g = *it, l = b.node_child[static_cast<std::size_t>(g)], r = l + 1;
+      const double nl = b.count(l), nr = b.count(r), n = nl + nr;
+      const Eigen::VectorXd dl = b.geom.row(l).segment(0, d).transpose() -
+                                 b.geom.row(g).segment(0, d).transpose(),
+                            dr = b.geom.row(r).segment(0, d).transpose() -
+                                 b.geom.row(g).segment(0, d).transpose();
+      Eigen::MatrixXd& cg = cov[static_cast<std::size_t>(g)];
+      cg = (nl / n) * (cov[static_cast<std::size_t>(l)] + dl * dl.transpose()) +
+           (nr / n) * (cov[static_cast<std::size_t>(r)] + dr * dr.transpose());
+      for (const Index ch : {l, r})
+        if (b.node_count(ch) < approx_cov_min) cov[static_cast<std::size_t>(ch)] = Eigen::MatrixXd();
+    }
+  }
+  // Value range and spread against the block's largest |v| per column.
   Eigen::VectorXd vabs(d_v);
   for (Index c = 0; c < d_v; ++c)
     vabs(c) = std::fmax(std::fabs(b.vstat(0, d_v + c)), std::fabs(b.vstat(0, 2 * d_v + c)));
   for (Index g = 0; g < nodes; ++g) {
-    double rho = 0;
+    double rho = 0, rho_sd = 0;
     for (Index c = 0; c < d_v; ++c) {
+      // sd: NaN with the values; rounded up (the relative 1e-9).
+      double& sd = b.vstat(g, 3 * d_v + c);
+      const bool finite =
+          b.vstat(g, d_v + c) == b.vstat(g, d_v + c) && b.vstat(g, 2 * d_v + c) == b.vstat(g, 2 * d_v + c);
+      sd = (!finite || sd != sd) ? std::numeric_limits<double>::quiet_NaN()
+                                 : (sd > 0 ? inflate(std::sqrt(inflate(sd))) : 0.0);
       const double range = b.vstat(g, 2 * d_v + c) - b.vstat(g, d_v + c);
       if (range > 0 && vabs(c) > 0) rho = std::fmax(rho, range / vabs(c));
+      if (sd > 0 && vabs(c) > 0) rho_sd = std::fmax(rho_sd, sd / vabs(c));
     }
     b.rho(g) = rho;
+    b.rho_sd(g) = rho_sd;
   }
   b.perm.resize(static_cast<std::size_t>(size));
   for (Index t = 0; t < size; ++t)

@@ -73,7 +73,8 @@ Eigen::ArrayXd colwise_log_sum(const Eigen::DenseBase<Derived>& x) {
   const Eigen::ArrayXd safe = (mx == -inf).select(0.0, mx);
   const Eigen::ArrayXd sum =
       (x.derived().array().rowwise() - safe.transpose()).exp().colwise().sum().transpose();
-  return (mx == -inf).select(mx, safe + sum.log());
+  const Eigen::ArrayXd ls = safe + sum.log();  // evaluated first: vectorised log
+  return (mx == -inf).select(mx, ls);
 }
 
 /// Accumulators of n rows with d_v value columns. `w` is the caller's

@@ -4,6 +4,7 @@
 /// Argument checks and the context of an approx_attention call. Internal.
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "attnkit/approx/detail/context.hpp"
@@ -77,6 +78,7 @@ ApproxContext<Scalar> approx_context(const char* where, const Eigen::Ref<const R
   ctx.sig.assign(n, 0);
   ctx.ratio.assign(n, 0.0);
   ctx.spent.assign(n, LogSum{});
+  ctx.floor_low.assign(n, -std::numeric_limits<double>::infinity());
   ctx.counts.setZero(pb.n_q, 3);
   const Index b0 = options.index.block;
   for (Index r = 0; r < pb.n_q; ++r) {
