@@ -14,7 +14,8 @@
 ///  2. signatures: each row's most massive node (second-order estimate)
 ///     among the top nodes of the largest block, to group rows by content;
 ///     with those nodes' means as a codebook, each row's mass floor (a
-///     Jensen bound of its whole prefix's mass, to steer the allowances);
+///     Jensen bound of its whole prefix's mass, to steer the allowances;
+///     after the probe of step 3, and only if it found structure);
 ///  3. levels, largest first: each block's rows, in chunks, sorted by
 ///     signature and cut into groups, each group traversing the block
 ///     (group_traversal.hpp). A row uses at most one block per level, so the
@@ -314,9 +315,10 @@ void approx_mass_floor(ApproxContext<Scalar>& ctx, const RowMatrix<double>& word
 /// mixture of groups); the signature is that ancestor's first perm
 /// position, so rows drawn to the same group of keys share it and rows
 /// drawn to nearby groups sort next to each other.
+/// Returns the cut's means (original basis): the codebook of the mass floors.
 template <typename Scalar>
-void approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& ref,
-                       std::vector<ApproxWorkspace<Scalar>>& wss) {
+RowMatrix<double> approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& ref,
+                                    std::vector<ApproxWorkspace<Scalar>>& wss) {
   const Index cut_size = std::max<Index>(ctx.options->index.leaf, ref.size / 64);
   std::vector<Index> cut;
   for (Index g = 0; g < ref.nodes(); ++g) {
@@ -367,9 +369,7 @@ void approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& ref,
       ctx.sig[static_cast<std::size_t>(rows[i])] = climbed[static_cast<std::size_t>(best)];
     }
   });
-  // The cut's means are the codebook of the rows' mass floors.
-  if (ctx.n_q >= approx_floor_rows_per_word * nt)
-    approx_mass_floor(ctx, ref.basis.size() > 0 ? RowMatrix<double>(mu * ref.basis.transpose()) : mu);
+  return ref.basis.size() > 0 ? RowMatrix<double>(mu * ref.basis.transpose()) : mu;
 }
 
 /// Cuts rows (one chunk of a block's rows), in signature order, into
@@ -410,7 +410,8 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
   Index top = 0;
   while ((Index(2) << top) <= cmax)
     ++top;
-  bool signed_rows = false, probed_level = false;
+  bool signed_rows = false, probed_level = false, floored = false;
+  RowMatrix<double> words;
   for (Index level = top; level >= 0; --level) {
     // The blocks of this level and the runs of rows using them.
     struct Use {
@@ -447,7 +448,7 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
       // The largest block present gives the signatures.
       for (const Index m : ms)
         if (const KeyBlock* ref = src.find(level, m)) {
-          approx_signatures(ctx, *ref, wss);
+          words = approx_signatures(ctx, *ref, wss);
           signed_rows = true;
           break;
         }
@@ -492,6 +493,12 @@ void approx_levels(ApproxContext<Scalar>& ctx, RowAccumulator& acc, BlockSource&
           return;
         }
       }
+    }
+    // The mass floors, once the probe (if any) has found structure: on data
+    // without any they would be wasted.
+    if (signed_rows && !floored && (!ctx.certified || probed_level)) {
+      floored = true;
+      if (ctx.n_q >= approx_floor_rows_per_word * words.rows()) approx_mass_floor(ctx, words);
     }
     approx_parallel(static_cast<Index>(items.size()), ctx.threads, [&](Index it, int tid, int inner) {
       ApproxWorkspace<Scalar>& ws = wss[static_cast<std::size_t>(tid)];
