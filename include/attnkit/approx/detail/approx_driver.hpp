@@ -81,7 +81,7 @@ class BuildingBlockSource final : public BlockSource {
     if (ms.size() == 1 || threads <= 1) {
       for (std::size_t t = 0; t < ms.size(); ++t)
         blocks_[t] = build_key_block(ctx_.k, ctx_.ldk, ctx_.v, ctx_.ldv, ctx_.d, ctx_.d_v, ms[t] * size, size,
-                                     level, ms[t], options_, threads);
+                                     level, ms[t], options_, threads, ctx_.certified);
     } else {
       std::exception_ptr error;
       const auto n = static_cast<Index>(ms.size());
@@ -90,7 +90,7 @@ class BuildingBlockSource final : public BlockSource {
         try {
           blocks_[static_cast<std::size_t>(t)] = build_key_block(
               ctx_.k, ctx_.ldk, ctx_.v, ctx_.ldv, ctx_.d, ctx_.d_v, ms[static_cast<std::size_t>(t)] * size,
-              size, level, ms[static_cast<std::size_t>(t)], options_, 1);
+              size, level, ms[static_cast<std::size_t>(t)], options_, 1, ctx_.certified);
         } catch (...) {
           ATTNKIT_PRAGMA(omp critical(attnkit_approx_error))
           if (!error) error = std::current_exception();

@@ -225,10 +225,12 @@ inline constexpr Index approx_cov_min = 128;
 /// Builds the block of positions [begin, begin + size) of row-major K
 /// (row stride ldk) and V (stride ldv). `threads` > 1 runs the per-node
 /// scans in an OpenMP loop (call it outside a parallel region then).
+/// `covariances` = false leaves KeyBlock::cov empty (only certified mode's
+/// traversal uses it).
 template <typename Scalar>
 KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv, Index d, Index d_v,
                          Index begin, Index size, Index level, Index index, const ApproxIndexOptions& options,
-                         int threads = 1) {
+                         int threads = 1, bool covariances = true) {
   KeyBlock b;
   b.level = level;
   b.index = index;
@@ -440,11 +442,11 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
       const Index l = b.node_child[static_cast<std::size_t>(g)];
       parent[static_cast<std::size_t>(l)] = parent[static_cast<std::size_t>(l + 1)] = g;
     }
-  {
+  b.cov.assign(static_cast<std::size_t>(nodes), Eigen::MatrixXd());
+  if (covariances) {
     // From the keys: the base nodes (at most approx_cov_base keys, parent
     // larger or at least approx_cov_min keys); merged upwards above them.
     std::vector<Eigen::MatrixXd>& cov = b.cov;
-    cov.assign(static_cast<std::size_t>(nodes), Eigen::MatrixXd());
     std::vector<Index> base, above;
     for (Index g = 0; g < nodes; ++g) {
       const Index p = parent[static_cast<std::size_t>(g)];
