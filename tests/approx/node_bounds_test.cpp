@@ -6,6 +6,7 @@
 //                approx_cov_min keys;
 //   [lo, hi]     contains log S_g = log sum_j e^{q.k_j}, with and without
 //                the exact variances (`quad`), and est is within delta of it;
+//   value sd     the stored sd of every value column >= the true one;
 //   value error  |o_gc - m_gc| <= min(range_gc vt, sd_gc vs) + the mean's
 //                slack 2 (n_g + 2) u max|v_c| (group_traversal.hpp's
 //                fold_closed), o the node's softmax-weighted value mean and m
@@ -75,6 +76,12 @@ std::vector<Keys> key_sets(Index d) {
     const RowMatrix<double> c = rng.normal_matrix(1, d, 100.0);
     for (Index j = 0; j < s.k.rows(); ++j)
       s.k.row(j) = c.row(0) + 1e-7 * rng.normal_matrix(1, d).row(0);
+    out.push_back(s);
+  }
+  {
+    // Values of magnitude 1e-170 (zero in float): their squares underflow,
+    // so no sd bound may be claimed from them.
+    Keys s{"tiny_values", rng.normal_matrix(400, d, 0.02), 1e-170 * rng.normal_matrix(400, 3)};
     out.push_back(s);
   }
   return out;
@@ -180,6 +187,10 @@ TYPED_TEST(NodeBoundsTest, EveryNodeBoundHoldsAgainstBruteForce) {
             EXPECT_LE(std::fabs(static_cast<LD>(vw.est) - logs), static_cast<LD>(vw.delta)) << at;
             for (Index c = 0; c < d_v; ++c) {
               const LD o = w.dot(vv.col(c)) / w.sum(), mean = vv.col(c).mean();
+              if (i == 0) {
+                const LD sd_true = std::sqrt((vv.col(c).array() - mean).square().mean());
+                EXPECT_GE(static_cast<LD>(b.vstat(node, 3 * d_v + c)), sd_true) << at << " column " << c;
+              }
               const double range = b.vstat(node, 2 * d_v + c) - b.vstat(node, d_v + c);
               const double sd = b.vstat(node, 3 * d_v + c);
               const double vabs =

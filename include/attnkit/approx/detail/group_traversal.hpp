@@ -377,6 +377,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     serial_product(y, ws.gq.qt, cov);
     const Eigen::ArrayXXd quad = (y.array() * ws.gq.qt.array()).rowwise().sum();
     evaluate_nodes(b, ws.gq, &g, 1, ctx.rule, ws.scratch, ws.bounds, &quad);
+    ++ws.stats.evaluated_nodes;
     const NodeBatchBounds& nbb = ws.bounds;
     t(EntryTable::lo, e) = nbb.lo.col(0).transpose().matrix();
     t(EntryTable::hi, e) = nbb.hi.col(0).transpose().matrix();
@@ -427,10 +428,16 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
           batch.push_back(l + 1);
         }
       }
-      for (std::size_t e = 0; e < node.size(); ++e)
-        if (state[e] == deferred &&
-            std::find(fresh.begin(), fresh.end(), static_cast<Index>(e)) == fresh.end())
-          live += b.node_count(node[e]);
+      // And the earlier rounds' opened nodes and their hopeless small
+      // deferred ones (this round's are counted above).
+      for (std::size_t e = 0; e < node.size(); ++e) {
+        if (std::find(fresh.begin(), fresh.end(), static_cast<Index>(e)) != fresh.end()) continue;
+        const Index g = node[e];
+        if (state[e] == opened ||
+            (state[e] == deferred && depth >= approx_probe_depth &&
+             (b.node_count(g) << approx_probe_depth) <= b.size && hopeless(static_cast<Index>(e))))
+          live += b.node_count(g);
+      }
       // Most keys certain to be opened: the kernel on the whole block is cheaper.
       if (depth >= approx_probe_depth && live * 10 > b.size * 7) fallback = true;
       if (fallback) break;

@@ -36,14 +36,17 @@
 /// (approx/detail/node_bounds.hpp).
 ///
 /// Cost: O(size d^2) for the basis (two products) and for the covariances
-/// (formed from the keys of the nodes of at most approx_cov_base keys, each
-/// key at most twice, merged upwards in O(d^2) per node), O(size d depth)
+/// (formed from the keys of the nodes of at most approx_cov_base keys,
+/// each key in at most a few of them, merged upwards in O(d^2) per node),
+/// O(size d depth)
 /// for the radii and
 /// O(size (d log size)) for the splits, O(size (d + d_v)) for the other
 /// summaries; memory after the build: nodes (about 2 size / leaf) x
 /// (5 d + 4 d_v + 7) doubles, d^2 doubles per node of at least
-/// approx_cov_min keys (at most 2 size / approx_cov_min nodes: about
-/// size d^2 / 64 doubles in all), the perm (size indices) and R (d^2).
+/// approx_cov_min keys (2 size / approx_cov_min nodes for even splits,
+/// up to about 5 size / 64 for splits of 1/8 to 7/8: size d^2 / 64 to
+/// 5 size d^2 / 64 doubles in all, transiently those of the smaller base
+/// nodes too), the perm (size indices) and R (d^2).
 
 #include <algorithm>
 #include <cmath>
@@ -112,7 +115,7 @@ struct KeyBlock {
     for (const Eigen::MatrixXd& c : cov)
       covs += static_cast<std::size_t>(c.size());
     return sizeof(double) * static_cast<std::size_t>(geom.size() + vstat.size() + basis.size()) +
-           sizeof(double) * (8 * n + covs) + sizeof(Index) * (perm.size() + 4 * n);
+           sizeof(double) * (7 * n + covs) + sizeof(Index) * (perm.size() + 4 * n);
   }
 };
 
@@ -491,12 +494,19 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
   for (Index g = 0; g < nodes; ++g) {
     double rho = 0, rho_sd = 0;
     for (Index c = 0; c < d_v; ++c) {
-      // sd: NaN with the values; rounded up (the relative 1e-9).
+      // sd: NaN with the values; rounded up: the relative 1e-9, plus the
+      // absolute 2 (n + 2) u max|v| of the rounded means the variances
+      // were formed around; +inf (no bound: the range's is used) where the
+      // squares may have underflowed (an sd below 1e-140).
       double& sd = b.vstat(g, 3 * d_v + c);
       const bool finite =
           b.vstat(g, d_v + c) == b.vstat(g, d_v + c) && b.vstat(g, 2 * d_v + c) == b.vstat(g, 2 * d_v + c);
+      const double vmag = std::fmax(std::fabs(b.vstat(g, d_v + c)), std::fabs(b.vstat(g, 2 * d_v + c)));
+      const double root = sd > 0 ? std::sqrt(inflate(sd)) : 0.0;
       sd = (!finite || sd != sd) ? std::numeric_limits<double>::quiet_NaN()
-                                 : (sd > 0 ? inflate(std::sqrt(inflate(sd))) : 0.0);
+           : b.vstat(g, 2 * d_v + c) == b.vstat(g, d_v + c)
+               ? 0.0  // every value equal: no spread at all
+               : (root < 1e-140 ? inf : inflate(root + 2 * (b.count(g) + 2) * 0x1.0p-53 * vmag));
       const double range = b.vstat(g, 2 * d_v + c) - b.vstat(g, d_v + c);
       if (range > 0 && vabs(c) > 0) rho = std::fmax(rho, range / vabs(c));
       if (sd > 0 && vabs(c) > 0) rho_sd = std::fmax(rho_sd, sd / vabs(c));

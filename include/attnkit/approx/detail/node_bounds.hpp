@@ -168,7 +168,7 @@ inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index
   // phi(b) = (e^b - 1 - b) / b^2, increasing; a series upper bound near 0.
   // (Transcendentals are evaluated into arrays before any select: Eigen's
   // select is not vectorised, the exp and log of double arrays are.)
-  const Eigen::ArrayXXd phi_closed = (xmax.exp() - 1 - xmax) / (xmax * xmax).max(1e-300);
+  const Eigen::ArrayXXd phi_closed = (xmax.exp() - 1 - xmax) / (xmax * xmax).max(1e-300) * (1 + 1e-9);
   const Eigen::ArrayXXd phi = (xmax < 1e-3).select(0.5 + xmax / 6 + xmax * xmax / 12, phi_closed);
   // The lower end of log E e^X: Jensen's 0, or the exact variance's.
   Eigen::ArrayXXd lower = Eigen::ArrayXXd::Zero(m, nb);
@@ -180,12 +180,15 @@ inline void evaluate_nodes(const KeyBlock& b, const GroupQueries& g, const Index
     // the series is positive there), the closed form less its rounding.
     const Eigen::ArrayXXd phia_closed = (xmin.exp() - 1 - xmin) / (xmin * xmin).max(1e-300) * (1 - 1e-9);
     const Eigen::ArrayXXd phia = (xmin > -1e-3).select(0.5 + xmin / 6, phia_closed);
-    // log of the rounded 1 + y, less 4 u for that rounding.
-    lower = ((1 - zeta + slo * phia).max(1e-300).log() - 4 * u).max(0.0);
+    // log of the rounded 1 + y, less 4 u for that rounding and 4 u of
+    // itself for the log's own.
+    const Eigen::ArrayXXd lg = (1 - zeta + slo * phia).max(1e-300).log();
+    lower = (lg - 4 * u - 4 * u * lg.abs()).max(0.0);
   }
   // log(1 + y) rather than log1p (which Eigen does not vectorise for
-  // double), plus 4 u for the rounding of 1 + y.
-  const Eigen::ArrayXXd bennett_closed = (1 + sig2 * phi).log() + 4 * u;
+  // double), plus 4 u for the rounding of 1 + y and 4 u of itself for the
+  // log's own.
+  const Eigen::ArrayXXd bennett_closed = (1 + sig2 * phi).log() * (1 + 4 * u) + 4 * u;
   const Eigen::ArrayXXd bennett = (xmax > 700).select(inf, bennett_closed);
   const Eigen::ArrayXXd upper = xmax.min(w * w / 8).min(bennett).max(lower);
   out.so = base + (0.5 * se).min(upper).max(lower);
