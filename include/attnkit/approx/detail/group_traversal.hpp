@@ -428,16 +428,12 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
           batch.push_back(l + 1);
         }
       }
-      // And the earlier rounds' opened nodes and their hopeless small
-      // deferred ones (this round's are counted above).
-      for (std::size_t e = 0; e < node.size(); ++e) {
-        if (std::find(fresh.begin(), fresh.end(), static_cast<Index>(e)) != fresh.end()) continue;
-        const Index g = node[e];
-        if (state[e] == opened ||
-            (state[e] == deferred && depth >= approx_probe_depth &&
-             (b.node_count(g) << approx_probe_depth) <= b.size && hopeless(static_cast<Index>(e))))
-          live += b.node_count(g);
-      }
+      // And the earlier rounds' opened and deferred nodes (this round's
+      // are counted above): a deferred node is likely to be opened.
+      for (std::size_t e = 0; e < node.size(); ++e)
+        if ((state[e] == opened || state[e] == deferred) &&
+            std::find(fresh.begin(), fresh.end(), static_cast<Index>(e)) == fresh.end())
+          live += b.node_count(node[e]);
       // Most keys certain to be opened: the kernel on the whole block is cheaper.
       if (depth >= approx_probe_depth && live * 10 > b.size * 7) fallback = true;
       if (fallback) break;
