@@ -287,24 +287,28 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
   std::vector<int> state;
   Index undecided = b.size;  // keys in entries neither closed nor opened
 
+  // Entry e's bounds from column j of the last evaluation.
+  const auto store = [&](Index e, Index j) {
+    const NodeBatchBounds& nbb = ws.bounds;
+    t(EntryTable::lo, e) = nbb.lo.col(j).transpose().matrix();
+    t(EntryTable::hi, e) = nbb.hi.col(j).transpose().matrix();
+    t(EntryTable::est, e) = nbb.est.col(j).transpose().matrix();
+    t(EntryTable::delta, e) = nbb.delta.col(j).transpose().matrix();
+    t(EntryTable::vt, e) = nbb.vt.col(j).transpose().matrix();
+    t(EntryTable::vs, e) = nbb.vs.col(j).transpose().matrix();
+    t(EntryTable::cskip, e) = nbb.cskip.col(j).transpose().matrix();
+    t(EntryTable::csumm, e) = nbb.csumm.col(j).transpose().matrix();
+  };
   const auto evaluate = [&](const std::vector<Index>& batch) {
     const auto nb = static_cast<Index>(batch.size());
     evaluate_nodes(b, ws.gq, batch.data(), nb, ctx.rule, ws.scratch, ws.bounds);
     ws.stats.evaluated_nodes += nb;
     t.grow(nb, m);
-    const NodeBatchBounds& nbb = ws.bounds;
     for (Index j = 0; j < nb; ++j) {
       const Index e = t.size + j;
       node.push_back(batch[static_cast<std::size_t>(j)]);
       state.push_back(pending);
-      t(EntryTable::lo, e) = nbb.lo.col(j).transpose().matrix();
-      t(EntryTable::hi, e) = nbb.hi.col(j).transpose().matrix();
-      t(EntryTable::est, e) = nbb.est.col(j).transpose().matrix();
-      t(EntryTable::delta, e) = nbb.delta.col(j).transpose().matrix();
-      t(EntryTable::vt, e) = nbb.vt.col(j).transpose().matrix();
-      t(EntryTable::vs, e) = nbb.vs.col(j).transpose().matrix();
-      t(EntryTable::cskip, e) = nbb.cskip.col(j).transpose().matrix();
-      t(EntryTable::csumm, e) = nbb.csumm.col(j).transpose().matrix();
+      store(e, j);
       t(EntryTable::skip, e).setZero();
     }
     t.size += nb;
@@ -378,16 +382,15 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
     const Eigen::ArrayXXd quad = (y.array() * ws.gq.qt.array()).rowwise().sum();
     evaluate_nodes(b, ws.gq, &g, 1, ctx.rule, ws.scratch, ws.bounds, &quad);
     ++ws.stats.evaluated_nodes;
-    const NodeBatchBounds& nbb = ws.bounds;
-    t(EntryTable::lo, e) = nbb.lo.col(0).transpose().matrix();
-    t(EntryTable::hi, e) = nbb.hi.col(0).transpose().matrix();
-    t(EntryTable::est, e) = nbb.est.col(0).transpose().matrix();
-    t(EntryTable::delta, e) = nbb.delta.col(0).transpose().matrix();
-    t(EntryTable::vt, e) = nbb.vt.col(0).transpose().matrix();
-    t(EntryTable::vs, e) = nbb.vs.col(0).transpose().matrix();
-    t(EntryTable::cskip, e) = nbb.cskip.col(0).transpose().matrix();
-    t(EntryTable::csumm, e) = nbb.csumm.col(0).transpose().matrix();
+    store(e, 0);
     return true;
+  };
+  // Entry e is descended: its children join `batch`.
+  const auto expand = [&](Index e, std::vector<Index>& batch) {
+    state[static_cast<std::size_t>(e)] = expanded;
+    const Index l = b.node_child[static_cast<std::size_t>(node[static_cast<std::size_t>(e)])];
+    batch.push_back(l);
+    batch.push_back(l + 1);
   };
 
   bool fallback = false;
@@ -422,10 +425,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
         if (b.is_leaf(g) || tight) {
           state[static_cast<std::size_t>(e)] = deferred;
         } else {
-          state[static_cast<std::size_t>(e)] = expanded;
-          const Index l = b.node_child[static_cast<std::size_t>(g)];
-          batch.push_back(l);
-          batch.push_back(l + 1);
+          expand(e, batch);
         }
       }
       // And the earlier rounds' opened and deferred nodes (this round's
@@ -453,10 +453,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
           if (b.is_leaf(g) || hopeless(e)) {
             open(e);
           } else {
-            state[static_cast<std::size_t>(e)] = expanded;
-            const Index l = b.node_child[static_cast<std::size_t>(g)];
-            batch.push_back(l);
-            batch.push_back(l + 1);
+            expand(e, batch);
           }
         }
         if (batch.empty()) break;
@@ -496,10 +493,7 @@ void traverse_group(ApproxContext<Scalar>& ctx, RowAccumulator& acc, const KeyBl
             try_close(e, true);
           }
         } else {
-          state[static_cast<std::size_t>(e)] = expanded;
-          const Index l = b.node_child[static_cast<std::size_t>(g)];
-          batch.push_back(l);
-          batch.push_back(l + 1);
+          expand(e, batch);
           ++expansions;
         }
       }
