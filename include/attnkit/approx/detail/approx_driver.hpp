@@ -325,12 +325,7 @@ RowMatrix<double> approx_signatures(ApproxContext<Scalar>& ctx, const KeyBlock& 
     if (ref.node_count(g) <= cut_size) cut.push_back(g);
   }
   // Keep the top-most of them: drop a node whose parent is small too.
-  std::vector<Index> parent(static_cast<std::size_t>(ref.nodes()), -1);
-  for (Index g = 0; g < ref.nodes(); ++g)
-    if (!ref.is_leaf(g)) {
-      const Index l = ref.node_child[static_cast<std::size_t>(g)];
-      parent[static_cast<std::size_t>(l)] = parent[static_cast<std::size_t>(l + 1)] = g;
-    }
+  const std::vector<Index>& parent = ref.node_parent;
   std::vector<Index> top, climbed;
   for (const Index g : cut) {
     const Index p = parent[static_cast<std::size_t>(g)];

@@ -87,7 +87,8 @@ struct KeyBlock {
   std::vector<Index> perm;        ///< positions in leaf order
   std::vector<Index> node_begin;  ///< run of perm owned by node g
   std::vector<Index> node_end;
-  std::vector<Index> node_child;  ///< left child (right = left + 1); -1 for a leaf
+  std::vector<Index> node_child;   ///< left child (right = left + 1); -1 for a leaf
+  std::vector<Index> node_parent;  ///< -1 for the root
   std::vector<Index> node_depth;
 
   /// nodes x 5d: [mu | box centre | box half-width | sd | var] (block basis).
@@ -115,7 +116,7 @@ struct KeyBlock {
     for (const Eigen::MatrixXd& c : cov)
       covs += static_cast<std::size_t>(c.size());
     return sizeof(double) * static_cast<std::size_t>(geom.size() + vstat.size() + basis.size()) +
-           sizeof(double) * (7 * n + covs) + sizeof(Index) * (perm.size() + 4 * n);
+           sizeof(double) * (7 * n + covs) + sizeof(Index) * (perm.size() + 5 * n);
   }
 };
 
@@ -276,6 +277,7 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
   b.node_end.push_back(size);
   b.node_depth.push_back(0);
   b.node_child.push_back(-1);
+  b.node_parent.push_back(-1);
   std::vector<std::pair<double, Index>> proj;
   for (std::size_t g = 0; g < b.node_begin.size(); ++g) {
     const Index lo = b.node_begin[g], hi = b.node_end[g], n = hi - lo;
@@ -287,6 +289,7 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
       b.node_end.push_back(e);
       b.node_depth.push_back(b.node_depth[g] + 1);
       b.node_child.push_back(-1);
+      b.node_parent.push_back(static_cast<Index>(g));
     }
   }
   // The splits leave x in leaf order: every node's keys are contiguous rows
@@ -439,12 +442,7 @@ KeyBlock build_key_block(const Scalar* k, Index ldk, const Scalar* v, Index ldv,
       finalise(g);
   }
   // The covariances of the nodes of at least approx_cov_min keys.
-  std::vector<Index> parent(static_cast<std::size_t>(nodes), -1);
-  for (Index g = 0; g < nodes; ++g)
-    if (!b.is_leaf(g)) {
-      const Index l = b.node_child[static_cast<std::size_t>(g)];
-      parent[static_cast<std::size_t>(l)] = parent[static_cast<std::size_t>(l + 1)] = g;
-    }
+  const std::vector<Index>& parent = b.node_parent;
   b.cov.assign(static_cast<std::size_t>(nodes), Eigen::MatrixXd());
   if (covariances) {
     // From the keys: the base nodes (at most approx_cov_base keys, parent
